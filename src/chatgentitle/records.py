@@ -1,0 +1,192 @@
+"""Papers: the one record type, its cleanup, and streaming JSON-lines I/O.
+
+Reads the Kaggle arXiv snapshot (`arxiv-metadata-oai-snapshot.json`, plain or .gz) and the
+project's own JSONL (a subset of the same schema) one line at a time, so memory stays flat
+on the 4.5 GB snapshot. Bad lines are reported with file and line number and skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import re
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+
+# arXiv ids carry a version suffix in some sources ("2104.12255v1"); versions are one paper.
+_VERSION = re.compile(r"v\d+$")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@dataclass(slots=True)
+class Paper:
+    """One arXiv paper, reduced to what title generation needs."""
+
+    id: str
+    title: str
+    abstract: str
+    categories: str = ""  # space-separated, primary first, as in the snapshot ("cs.CL cs.LG")
+    update_date: str = ""  # YYYY-MM-DD
+    authors: str = ""
+
+    @property
+    def primary_category(self) -> str:
+        return self.categories.split(" ", 1)[0] if self.categories else ""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+
+def clean_text(text: str) -> str:
+    """Collapse the snapshot's line wrapping and indentation; LaTeX stays as written."""
+    return " ".join(text.split())
+
+
+def base_id(arxiv_id: str) -> str:
+    """The id without its version: all versions of a paper share it."""
+    return _VERSION.sub("", arxiv_id.strip())
+
+
+class BadRecord(ValueError):
+    """A line that is not a usable paper; the message says which field is wrong."""
+
+
+def paper_from_dict(obj: object) -> Paper:
+    """Build a Paper from a snapshot/JSONL object, checking the fields title generation needs."""
+    if not isinstance(obj, dict):
+        raise BadRecord(f"expected a JSON object, got {type(obj).__name__}")
+    fields = {}
+    for name in ("id", "title", "abstract"):
+        value = obj.get(name)
+        if value is None:
+            raise BadRecord(f"missing field {name!r}")
+        if not isinstance(value, str):
+            raise BadRecord(f"field {name!r} should be a string, got {type(value).__name__}")
+        fields[name] = value
+    optional = {}
+    for name in ("categories", "update_date", "authors"):
+        value = obj.get(name)
+        if value is None:
+            value = ""
+        if isinstance(value, list):  # tolerate categories as a list
+            value = " ".join(map(str, value))
+        if not isinstance(value, str):
+            raise BadRecord(f"field {name!r} should be a string, got {type(value).__name__}")
+        optional[name] = value
+    return Paper(
+        id=base_id(fields["id"]),
+        title=clean_text(fields["title"]),
+        abstract=clean_text(fields["abstract"]),
+        categories=clean_text(optional["categories"]),
+        update_date=optional["update_date"].strip()[:10],
+        authors=clean_text(optional["authors"]),
+    )
+
+
+class BadLines:
+    """Collects bad input lines: keeps the first `keep` messages and counts the rest."""
+
+    def __init__(self, keep: int = 20):
+        self.keep = keep
+        self.count = 0
+        self.messages: list[str] = []
+
+    def add(self, where: str, why: str) -> None:
+        self.count += 1
+        if len(self.messages) < self.keep:
+            self.messages.append(f"{where}: {why}")
+
+    def summary(self) -> list[str]:
+        lines = list(self.messages)
+        if self.count > len(self.messages):
+            lines.append(f"... and {self.count - len(self.messages)} more bad lines")
+        return lines
+
+
+def open_binary(path: Path):
+    """Open a plain or gzip file for reading bytes (gzip is detected by its magic number)."""
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+
+
+def read_papers(paths: Iterable[Path], bad: BadLines | None = None) -> Iterator[Paper]:
+    """Stream papers from snapshot or JSONL files; bad lines go to `bad` and are skipped.
+
+    Raises FileNotFoundError / PermissionError for an input that cannot be opened at all;
+    a truncated gzip stops that file with a bad-line report, keeping what was read.
+    """
+    bad = bad if bad is not None else BadLines()
+    for path in paths:
+        path = Path(path)
+        with open_binary(path) as stream:
+            line_no = 0
+            try:
+                for line_no, raw in enumerate(stream, start=1):
+                    if not raw.strip():
+                        continue
+                    try:
+                        yield paper_from_dict(orjson.loads(raw))
+                    except orjson.JSONDecodeError as err:
+                        # orjson rejects invalid UTF-8 too; say which it was
+                        why = "undecodable bytes (not UTF-8)" if "utf-8" in str(err).lower() else "invalid JSON"
+                        bad.add(f"{path}:{line_no}", why)
+                    except BadRecord as err:
+                        bad.add(f"{path}:{line_no}", str(err))
+            except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+                bad.add(f"{path}:{line_no + 1}", f"truncated or corrupt gzip ({err})")
+
+
+def atomic_path(path: Path) -> contextlib.AbstractContextManager[Path]:
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+
+    @contextlib.contextmanager
+    def manager() -> Iterator[Path]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    return manager()
+
+
+def write_atomic(path: Path, writer: Callable[[object], None], mode: str = "wb") -> None:
+    """Call writer(file) on a temporary file, then move it over `path` in one step."""
+    with atomic_path(Path(path)) as tmp, open(tmp, mode) as handle:
+        writer(handle)
+
+
+def write_jsonl(path: Path, rows: Iterable[dict | Paper]) -> int:
+    """Write rows (dicts or Papers) as JSON lines, atomically; returns the number written."""
+    count = 0
+
+    def write(handle) -> None:
+        nonlocal count
+        for row in rows:
+            handle.write(row.to_json() if isinstance(row, Paper) else orjson.dumps(row))
+            handle.write(b"\n")
+            count += 1
+
+    write_atomic(path, write)
+    return count
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    """Plain JSON lines as dicts (for files this project wrote itself)."""
+    with open_binary(Path(path)) as stream:
+        for raw in stream:
+            if raw.strip():
+                yield orjson.loads(raw)

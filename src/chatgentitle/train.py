@@ -1,0 +1,248 @@
+"""LoRA fine-tuning on abstract -> title pairs.
+
+Run as: chatgentitle train --data data/train.jsonl --output-dir runs/cs-lora
+   or:  accelerate launch -m chatgentitle train --config configs/smollm2-135m-lora.yaml  (many GPUs)
+
+The loop is transformers' Trainer: it brings bf16 autocast (CPU and GPU), gradient
+accumulation, DDP/FSDP/DeepSpeed under accelerate or torchrun, and checkpoints that restore
+optimizer, scheduler, RNG and data position. What is ours: the data, the prompt masking, the
+length-grouped batches, and the run dir layout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import orjson
+
+from chatgentitle.config import TrainConfig
+from chatgentitle.prompt import PromptTemplate, encode_example
+from chatgentitle.records import open_binary
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+LOSS_PLOT = "loss.png"
+
+
+class DataError(ValueError):
+    """Training data that cannot be used; the message names the file and line."""
+
+
+def load_examples(path: str | Path) -> list[tuple[str | None, str, str]]:
+    """(instruction, abstract, title) triples from prepare's JSONL or an alpaca JSON file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"training data not found: {path}")
+    with open_binary(path) as stream:
+        raw = stream.read()
+    if raw.lstrip()[:1] == b"[":  # alpaca-lora's train.json: one JSON array
+        try:
+            rows = list(enumerate(orjson.loads(raw), start=1))
+        except orjson.JSONDecodeError as err:
+            raise DataError(f"{path}: invalid JSON ({err})") from None
+        where = "item"
+    else:
+        rows = []
+        for line_no, line in enumerate(raw.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append((line_no, orjson.loads(line)))
+                except orjson.JSONDecodeError:
+                    raise DataError(f"{path}:{line_no}: invalid JSON") from None
+        where = "line"
+    examples = []
+    for number, row in rows:
+        if isinstance(row, dict) and "output" in row:
+            example = (row.get("instruction") or None, row.get("input") or "", row["output"])
+        elif isinstance(row, dict) and "title" in row:
+            example = (None, row.get("abstract") or "", row["title"])
+        else:
+            raise DataError(f"{path} {where} {number}: needs title/abstract or instruction/input/output")
+        if not all(isinstance(x, str) for x in example[1:]) or not example[2].strip():
+            raise DataError(f"{path} {where} {number}: title/output must be a non-empty string")
+        examples.append(example)
+    if not examples:
+        raise DataError(f"{path}: no examples")
+    return examples
+
+
+def encode_all(examples, template: PromptTemplate, tokenizer, cfg: TrainConfig) -> list[dict]:
+    return [
+        encode_example(
+            template, tokenizer, abstract, title, cfg.cutoff_len,
+            instruction=instruction, train_on_inputs=cfg.train_on_inputs,
+        )
+        for instruction, abstract, title in examples
+    ]
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """Newest checkpoint-N whose trainer_state.json (written last by Trainer) is readable.
+
+    A checkpoint cut short by kill -9 lacks it, so resuming never starts from half a save.
+    """
+    candidates = sorted(
+        (p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
+    for checkpoint in candidates:
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+            return str(checkpoint)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def make_metrics_logger(run_dir: Path):
+    """A Trainer callback appending loss, eval loss, lr and real tokens/s to metrics.jsonl."""
+    from transformers import TrainerCallback
+
+    class MetricsLogger(TrainerCallback):
+        def __init__(self):
+            self.last = (time.perf_counter(), 0)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            now, tokens = time.perf_counter(), state.num_input_tokens_seen
+            row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs}
+            if "loss" in logs and now > self.last[0]:
+                # real (non-padding) tokens since the previous training log, per second
+                row["tokens_per_second"] = round((tokens - self.last[1]) / (now - self.last[0]), 1)
+                self.last = (now, tokens)
+            with open(run_dir / METRICS_FILE, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+    return MetricsLogger()
+
+
+def plot_losses(run_dir: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines() if line]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("loss", "train"), ("eval_loss", "validation")):
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="." if key == "eval_loss" else None, label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (title tokens)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(run_dir / LOSS_PLOT, dpi=100)
+    plt.close(fig)
+    return run_dir / LOSS_PLOT
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Fine-tune a LoRA adapter as `cfg` says; returns the run dir."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+
+    from chatgentitle.modeling import load_base, pick_device, resolve_dtype
+
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+    template = PromptTemplate.load(cfg.prompt_template)
+    examples = load_examples(cfg.data)
+
+    device = pick_device()
+    dtype = resolve_dtype(cfg.dtype, device)
+    # Weights stay fp32 (LoRA needs fp32 master weights); bf16/fp16 is autocast by Trainer.
+    model, tokenizer = load_base(cfg.base_model, quantize=cfg.quantize, dtype=dtype if cfg.quantize else None)
+    if cfg.quantize:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    targets = "all-linear" if cfg.lora_target_modules == ["all-linear"] else cfg.lora_target_modules
+    lora = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=targets, bias="none", task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+
+    if cfg.val_data:
+        val_examples = load_examples(cfg.val_data)
+    else:  # held-out tail of a seeded shuffle, as alpaca-lora's train_test_split does
+        order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+        size = min(cfg.val_set_size, len(examples) // 2)
+        val_examples = [examples[i] for i in order[:size]]
+        examples = [examples[i] for i in order[size:]]
+    if cfg.max_examples:
+        examples = examples[: cfg.max_examples]
+    train_set = encode_all(examples, template, tokenizer, cfg)
+    val_set = encode_all(val_examples, template, tokenizer, cfg) if val_examples else None
+
+    world = int(torch.distributed.get_world_size()) if torch.distributed.is_initialized() else 1
+    accumulation = max(1, cfg.batch_size // (cfg.micro_batch_size * world))
+    bf16 = dtype == torch.bfloat16
+    args = TrainingArguments(
+        output_dir=str(run_dir),
+        per_device_train_batch_size=cfg.micro_batch_size,
+        per_device_eval_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=accumulation,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        lr_scheduler_type="cosine",
+        bf16=bf16,
+        fp16=dtype == torch.float16,
+        use_cpu=device == "cpu",
+        logging_steps=cfg.logging_steps,
+        eval_strategy="steps" if val_set else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=cfg.num_workers,
+        seed=cfg.seed,
+        report_to="none",
+        ddp_find_unused_parameters=False if world > 1 else None,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        # pads input_ids with pad, labels with -100; multiples of 8 suit tensor cores and AMX tiles
+        data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt"),
+        callbacks=[make_metrics_logger(run_dir)],
+    )
+
+    resume = cfg.resume_from_checkpoint
+    if resume == "last":
+        resume = last_complete_checkpoint(run_dir)
+    if not resume:
+        (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a fresh run starts a fresh log
+    trainer.train(resume_from_checkpoint=resume)
+
+    if trainer.is_world_process_zero():
+        model.save_pretrained(run_dir)
+        template.save(run_dir)
+        cfg.to_yaml(run_dir / CONFIG_FILE)
+        summary = {"train_examples": len(train_set), "val_examples": len(val_examples),
+                   "optimizer_steps": trainer.state.global_step,
+                   "tokens_seen": trainer.state.num_input_tokens_seen}
+        if val_set:
+            summary["final_eval_loss"] = trainer.evaluate()["eval_loss"]
+            summary["final_eval_perplexity"] = math.exp(summary["final_eval_loss"])
+        with open(run_dir / METRICS_FILE, "a") as handle:
+            handle.write(json.dumps({"summary": summary, "config": asdict(cfg)}) + "\n")
+        plot_losses(run_dir)
+    return run_dir

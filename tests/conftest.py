@@ -1,0 +1,85 @@
+"""Shared fixtures: a tiny Llama model and tokenizer built on the fly, real-format paper files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = Path(__file__).parent / "data"
+
+WORDS = (
+    "we propose a novel method for learning graph neural networks deep models transformer "
+    "attention language image segmentation robust efficient training data results show that "
+    "our approach outperforms baselines on benchmarks quantum field theory spectra of the "
+    "Title Abstract Instruction Input Response Below is an instruction describes task paired "
+    "with input provides further context Write response appropriately completes request"
+)
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared, or skip the test when that folder is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_dirs(tmp_path, monkeypatch):
+    """Never touch the real user cache or data dir from a test."""
+    monkeypatch.setenv("CHATGENTITLE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CHATGENTITLE_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer Llama with a word-level tokenizer trained here: fast, offline, exact."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, set_seed
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.WordLevelTrainer(special_tokens=["<unk>", "<s>", "</s>", "<pad>"])
+    tok.train_from_iterator([WORDS, WORDS.lower(), "### ### : :"], trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    tokenizer.save_pretrained(out)
+    set_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out
+
+
+def paper_row(i: int, **overrides) -> dict:
+    """One paper in the snapshot schema."""
+    row = {
+        "id": f"2501.{i:05d}", "submitter": None, "authors": "A. Author, B. Author",
+        "title": f"Robust graph neural networks number {i}",
+        "comments": None, "journal-ref": None, "doi": None, "report-no": None,
+        "categories": "cs.LG cs.AI", "license": None,
+        "abstract": f"We propose a novel method {i} for learning graph neural networks. " * 3,
+        "versions": [], "update_date": f"2025-{1 + i % 12:02d}-15", "authors_parsed": [],
+    }
+    row.update(overrides)
+    return row
+
+
+@pytest.fixture
+def papers_file(tmp_path) -> Path:
+    """40 good papers in snapshot JSON lines, gzipped."""
+    path = tmp_path / "papers.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        for i in range(40):
+            f.write(json.dumps(paper_row(i)) + "\n")
+    return path
