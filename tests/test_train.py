@@ -1,0 +1,101 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+from conftest import paper_row
+
+from chatgentitle.cli import cli
+from chatgentitle.train import last_complete_checkpoint, load_examples
+
+
+@pytest.fixture
+def train_file(tmp_path):
+    path = tmp_path / "train.jsonl"
+    rows = [paper_row(i, title="Robust efficient attention" if i % 2 else "Deep graph models") for i in range(24)]
+    path.write_text("".join(json.dumps({k: r[k] for k in ("id", "title", "abstract")}) + "\n" for r in rows))
+    return path
+
+
+def train_args(tiny_model_dir, data, out, *extra):
+    return ["train", "--base-model", str(tiny_model_dir), "--data", str(data), "--output-dir", str(out),
+            "--batch-size", "4", "--micro-batch-size", "2", "--val-set-size", "4", "--cutoff-len", "64",
+            "--learning-rate", "1e-2", "--prompt-template", "compact", "--logging-steps", "1",
+            "--warmup-steps", "0", "--dtype", "fp32", *extra]
+
+
+def test_short_run_lowers_loss_and_writes_the_run_dir(tiny_model_dir, train_file, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, train_args(tiny_model_dir, train_file, out, "--max-steps", "12",
+                                                "--save-steps", "6", "--eval-steps", "6"))
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in out.iterdir()}
+    assert names == {"adapter_config.json", "adapter_model.safetensors", "prompt.json", "config.yaml",
+                     "metrics.jsonl", "loss.png", "README.md", "checkpoint-6", "checkpoint-12"}
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses[-1] < losses[0]
+    assert any("eval_loss" in r for r in rows)
+    assert all(r["tokens_per_second"] > 0 for r in rows if "loss" in r)
+    assert rows[-1]["summary"]["optimizer_steps"] == 12
+    assert json.loads((out / "prompt.json").read_text())["name"] == "compact"
+    assert last_complete_checkpoint(out).endswith("checkpoint-12")
+
+
+def test_adapter_reload_gives_the_same_logits(tiny_model_dir, train_file, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from chatgentitle.config import TrainConfig
+    from chatgentitle.train import train
+
+    cfg = TrainConfig(base_model=str(tiny_model_dir), data=str(train_file), output_dir=str(tmp_path / "r"),
+                      batch_size=4, micro_batch_size=2, max_steps=3, val_set_size=0, cutoff_len=64,
+                      learning_rate=1e-2, dtype="fp32", save_steps=100, warmup_steps=0)
+    train(cfg)
+    x = torch.tensor([[5, 6, 7, 8]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    before = base(x).logits
+    model = PeftModel.from_pretrained(base, tmp_path / "r").eval()
+    after = model(x).logits
+    again = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "r")(x).logits
+    assert not torch.allclose(before, after)  # the adapter changes the model
+    assert torch.equal(after, again)
+
+
+def test_alpaca_json_data_and_bad_data(tmp_path):
+    alpaca = tmp_path / "train.json"
+    alpaca.write_text(json.dumps([{"instruction": "Write", "input": "An abstract", "output": "A title"}]))
+    assert load_examples(alpaca) == [("Write", "An abstract", "A title")]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"title": "ok", "abstract": "x"}\n{"foo": 1}\n')
+    result = CliRunner().invoke(cli, ["train", "--data", str(bad), "--output-dir", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert f"{bad} line 2: needs title/abstract" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_kill_9_and_resume_reaches_the_same_step(tiny_model_dir, train_file, tmp_path):
+    out = tmp_path / "run"
+    args = train_args(tiny_model_dir, train_file, out, "--max-steps", "300", "--save-steps", "25",
+                      "--eval-steps", "1000")
+    cmd = [sys.executable, "-m", "chatgentitle", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint-50").exists():
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "adapter_model.safetensors").exists(), "finished before it could be killed"
+    resumed_from = last_complete_checkpoint(out)
+    assert resumed_from is not None
+    subprocess.run([*cmd, "--resume-from-checkpoint", "last"], check=True, capture_output=True)
+    state = json.loads((out / "checkpoint-300" / "trainer_state.json").read_text())
+    assert state["global_step"] == 300
+    summary = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
+    assert summary["optimizer_steps"] == 300
