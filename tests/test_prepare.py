@@ -155,7 +155,8 @@ def test_category_and_date_selection(tmp_path):
     assert len(lines(tmp_path / "b" / "train.jsonl")) == 20
     assert run_prepare(src, "--out", tmp_path / "c", "--preset", "cs", *args).exit_code == 0
     assert len(lines(tmp_path / "c" / "train.jsonl")) == 20  # primary cs.LG and cs.CV
-    assert run_prepare(src, "--out", tmp_path / "d", "--since", "2020-01-01", "--until", "2022-12-31", *args).exit_code == 0
+    dates = ["--since", "2020-01-01", "--until", "2022-12-31"]
+    assert run_prepare(src, "--out", tmp_path / "d", *dates, *args).exit_code == 0
     assert all("2020" <= p["update_date"][:4] <= "2022" for p in lines(tmp_path / "d" / "train.jsonl"))
 
 
@@ -182,7 +183,8 @@ def test_interrupted_run_leaves_no_half_outputs(tmp_path):
 
 
 def test_shared_snapshot_lines(tmp_path):
-    src = shared_path("fixtures", "kaggle_snapshot", "wanng-ide_arxivSpider_mnbvc__arxiv-metadata-oai-snapshot.head200.jsonl")
+    name = "wanng-ide_arxivSpider_mnbvc__arxiv-metadata-oai-snapshot.head200.jsonl"
+    src = shared_path("fixtures", "kaggle_snapshot", name)
     result = run_prepare(src, "--out", tmp_path, "--format", "jsonl,alpaca")
     assert result.exit_code == 0, result.output
     stats = json.loads((tmp_path / "stats.json").read_text())

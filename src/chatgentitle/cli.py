@@ -159,5 +159,180 @@ def train(config_file, **options):
     click.echo(f"adapter saved in {run_dir}")
 
 
+# ----------------------------------------------------------------------------- generate / serve
+def model_options(func):
+    """Options shared by every command that loads a TitleGenerator."""
+    decorators = [
+        click.option("--model", "run_dir", type=click.Path(path_type=Path),
+                     help="Run dir or PEFT adapter dir. [default: the packaged adapter]"),
+        click.option("--base-model", help="Base model (with no --model: zero-shot, no adapter)."),
+        click.option("--prompt-template", help="Override the run dir's prompt template."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
+        click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
+                     show_default=True),
+        click.option("--quantize", type=click.Choice(["8bit", "4bit"]), help="CUDA only."),
+        click.option("--no-merge", is_flag=True, help="Keep the adapter separate (slower decoding)."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def generation_options(func):
+    """Decoding options shared by generate and eval."""
+    decorators = [
+        click.option("--max-new-tokens", type=int, default=40, show_default=True),
+        click.option("--num-beams", type=int, default=1, show_default=True),
+        click.option("--do-sample", is_flag=True),
+        click.option("--temperature", type=float, default=0.7, show_default=True),
+        click.option("--top-p", type=float, default=0.9, show_default=True),
+        click.option("--top-k", type=int, default=50, show_default=True),
+        click.option("--repetition-penalty", type=float, default=1.1, show_default=True),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def load_generator(run_dir, base_model, prompt_template, device, dtype, quantize, no_merge):
+    from chatgentitle.generate import TitleGenerator
+    from chatgentitle.modeling import ModelError
+
+    try:
+        return TitleGenerator.load(run_dir, base_model=base_model, prompt_template=prompt_template,
+                                   device=device, dtype=dtype, quantize=quantize, merge=not no_merge)
+    except (ModelError, ValueError) as err:
+        raise UserError(str(err)) from None
+
+
+def make_options(num_candidates=1, **decoding):
+    from chatgentitle.generate import GenerationOptions
+
+    try:
+        return GenerationOptions(num_candidates=num_candidates, **decoding)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def make_ranker(db):
+    from chatgentitle.ranking import Embedder, KnownTitles, Ranker
+
+    known = None
+    if db:
+        from chatgentitle.store import PaperStore
+
+        with PaperStore(db) as store:
+            known = KnownTitles(store.titles())
+    return Ranker(Embedder.load(), known)
+
+
+@cli.command()
+@click.argument("abstract", required=False)
+@click.option("--input", "input_path", type=click.Path(path_type=Path),
+              help="A JSONL (id, abstract), CSV (id, abstract) or TXT (one per line) file.")
+@click.option("--output", "output_path", type=click.Path(path_type=Path),
+              help="JSONL of titles; re-running skips ids already in it.")
+@click.option("-n", "--num-candidates", type=int, default=1, show_default=True,
+              help="Distinct titles per abstract, ranked (see README: ranking).")
+@click.option("--instruction", help="Override the instruction of the prompt.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--db", type=click.Path(path_type=Path), help="Paper store: warn when a title already exists.")
+@click.option("--stream", is_flag=True, help="Print the title as it is generated.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON with scores.")
+@model_options
+@generation_options
+def generate(abstract, input_path, output_path, num_candidates, instruction, batch_size, db, stream, as_json,
+             run_dir, base_model, prompt_template, device, dtype, quantize, no_merge, **decoding):
+    """Write a title for ABSTRACT (or - for stdin), or for every abstract in --input."""
+    import json
+
+    if bool(abstract) == bool(input_path):
+        raise UserError("give an ABSTRACT (or -) or --input FILE")
+    if input_path and not output_path:
+        raise UserError("--input needs --output")
+    if abstract == "-":
+        abstract = sys.stdin.read()
+    if abstract is not None and not abstract.strip():
+        raise UserError("the abstract is empty")
+    options = make_options(num_candidates, **decoding)
+    generator = load_generator(run_dir, base_model, prompt_template, device, dtype, quantize, no_merge)
+    ranker = make_ranker(db) if num_candidates > 1 or db else None
+    if input_path:
+        from chatgentitle.batch import InputError, generate_file
+
+        try:
+            written, skipped = generate_file(generator, input_path, output_path, options, batch_size, ranker,
+                                             instruction, progress=sys.stderr.isatty())
+        except InputError as err:
+            raise UserError(str(err)) from None
+        click.echo(f"{written} titles written to {output_path} ({skipped} already there)")
+        return
+    if stream and num_candidates == 1:
+        shown = ""
+        for shown in generator.stream(abstract, options, instruction):
+            click.echo("\r" + shown, nl=False)
+        click.echo()
+        return
+    titles = generator.generate([abstract], options, instruction)[0]
+    candidates = ranker.rank(abstract, titles) if ranker else None
+    if as_json:
+        rows = [c.__dict__ for c in candidates] if candidates else [{"title": t} for t in titles]
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for candidate in candidates or []:
+        note = f"  [score {candidate.score:.3f}]"
+        if candidate.known_match:
+            note += f"  warning: matches a known paper title ({candidate.known_match!r})"
+        click.echo(candidate.title + (note if len(titles) > 1 or candidate.known_match else ""))
+    if not candidates:
+        click.echo("\n".join(titles))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0: all).")
+@click.option("--port", type=int, default=7860, show_default=True)
+@click.option("--api-key", envvar="CHATGENTITLE_API_KEY", help="Require 'Authorization: Bearer KEY' on the API.")
+@click.option("--max-batch", type=int, default=8, show_default=True, help="Abstracts per micro-batch.")
+@click.option("--max-queue", type=int, default=256, show_default=True, help="Queued requests before 503.")
+@click.option("--db", type=click.Path(path_type=Path), help="Paper store for the uniqueness check.")
+@click.option("--no-ui", is_flag=True, help="Serve the JSON API only.")
+@model_options
+def serve(host, port, api_key, max_batch, max_queue, db, no_ui, **model):
+    """Serve the JSON API (/v1/titles, /docs) and the web UI (/) from one process."""
+    try:
+        import uvicorn
+
+        from chatgentitle.api import create_app
+    except ImportError as err:
+        raise UserError(f"serve needs the serve extra: pip install 'chatgentitle[serve]' ({err})") from None
+    generator = load_generator(**model)
+    ranker = make_ranker(db)
+    app = create_app(generator, ranker, api_key=api_key, max_batch=max_batch, max_queue=max_queue)
+    if not no_ui:
+        import gradio as gr
+
+        from chatgentitle.web import build_demo
+
+        app = gr.mount_gradio_app(app, build_demo(generator, ranker), path="/")
+    click.echo(f"serving on http://{host}:{port}  (API docs: /docs)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@cli.command()
+@click.option("--adapter", "run_dir", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Run dir or PEFT adapter dir.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+def export(run_dir, out_dir, dtype):
+    """Merge an adapter into its base model: a plain HF checkpoint (plus the adapter alone in adapter/)."""
+    from chatgentitle.modeling import ModelError, export_merged
+
+    try:
+        export_merged(run_dir, out_dir, dtype)
+    except ModelError as err:
+        raise UserError(str(err)) from None
+    click.echo(f"merged model written to {out_dir}")
+
+
 def main():
     cli()

@@ -117,7 +117,6 @@ class TitleGenerator:
 
         With base_model and no run_dir the base model answers zero-shot (the `zero-shot` baseline).
         """
-        import torch
         from peft import PeftModel
 
         from chatgentitle.modeling import load_base, pick_device, resolve_dtype

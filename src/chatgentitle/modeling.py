@@ -171,3 +171,30 @@ def _quantization_config(quantize: str, dtype):
             bnb_4bit_compute_dtype=dtype or torch.bfloat16,
         )
     raise ModelError(f"unknown quantization {quantize!r}: use 8bit or 4bit")
+
+
+def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "fp32") -> Path:
+    """Base + adapter merged into one HF checkpoint that plain transformers loads.
+
+    The adapter alone (PEFT format) and the prompt template are copied beside it.
+    """
+    from peft import PeftModel
+
+    from chatgentitle.generate import describe_run
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    base, template, _ = describe_run(run_dir)
+    model, tokenizer = load_base(base, dtype=resolve_dtype(dtype, "cpu"))
+    merged = PeftModel.from_pretrained(model, run_dir).merge_and_unload()
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    template.save(tmp)
+    (tmp / "adapter").mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "prompt.json", "config.yaml"):
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, tmp / "adapter" / name)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return out_dir

