@@ -83,3 +83,40 @@ def papers_file(tmp_path) -> Path:
         for i in range(40):
             f.write(json.dumps(paper_row(i)) + "\n")
     return path
+
+
+class FakeGenerator:
+    """Stands in for TitleGenerator where the model is not the point: deterministic titles."""
+
+    name = "fake"
+
+    def __init__(self, delay_seconds: float = 0.0):
+        self.delay_seconds = delay_seconds
+        self.calls: list[tuple[int, object]] = []  # (batch size, options)
+
+    def generate(self, abstracts, options=None, instruction=None):
+        import time
+
+        from chatgentitle.generate import GenerationOptions
+
+        options = options or GenerationOptions()
+        self.calls.append((len(abstracts), options))
+        time.sleep(self.delay_seconds)
+        out = []
+        for abstract in abstracts:
+            head = " ".join(abstract.split()[:3]).title()
+            out.append([f"{head} Candidate {k}"[: options.max_new_tokens * 8] for k in range(options.num_candidates)])
+        return out
+
+    def __call__(self, abstracts, options=None, instruction=None):
+        return [c[0] for c in self.generate(abstracts, options, instruction)]
+
+    def stream(self, abstract, options=None, instruction=None):
+        title = self([abstract], options, instruction)[0]
+        for i in range(1, len(title.split()) + 1):
+            yield " ".join(title.split()[:i])
+
+
+@pytest.fixture
+def fake_generator():
+    return FakeGenerator()

@@ -51,10 +51,16 @@ def read_abstracts(path: Path) -> Iterator[tuple[str, str]]:
 
 
 def done_ids(output: Path) -> set[str]:
+    """Ids already in the output; a last line cut by a crash is removed so appends stay valid."""
     if not output.is_file():
         return set()
+    data = output.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(output, "r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
+        data = data[: data.rfind(b"\n") + 1]
     ids = set()
-    for line in output.read_text(encoding="utf-8").splitlines():
+    for line in data.decode("utf-8").splitlines():
         try:
             ids.add(str(json.loads(line)["id"]))
         except (json.JSONDecodeError, KeyError, TypeError):

@@ -137,6 +137,9 @@ def load_tokenizer(base: str):
 def load_base(base_model: str | Path, *, dtype=None, quantize: str | None = None, device_map=None):
     """(model, tokenizer) for a base model; quantize is None, '8bit' or '4bit' (CUDA only)."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a CLI
 
     base = resolve_base(base_model)
     kwargs = {"dtype": dtype} if dtype is not None else {}

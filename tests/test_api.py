@@ -1,0 +1,91 @@
+import concurrent.futures
+
+import pytest
+from fastapi.testclient import TestClient
+
+from chatgentitle.api import MAX_ABSTRACT_CHARS, create_app
+from chatgentitle.ranking import Ranker
+
+ABSTRACT = "we propose a novel method for learning graph neural networks"
+
+
+@pytest.fixture
+def client(fake_generator):
+    return TestClient(create_app(fake_generator, Ranker()))
+
+
+def test_health_and_docs(client):
+    assert client.get("/health").json()["status"] == "ok"
+    assert "/v1/titles" in client.get("/openapi.json").json()["paths"]
+
+
+def test_one_and_many_abstracts(client):
+    one = client.post("/v1/titles", json={"abstract": ABSTRACT})
+    assert one.status_code == 200
+    assert one.json()["results"][0]["title"] == "We Propose A Candidate 0"
+    many = client.post("/v1/titles", json={"abstracts": [ABSTRACT, "deep models for images"], "num_candidates": 3})
+    results = many.json()["results"]
+    assert len(results) == 2 and len(results[1]["candidates"]) == 3
+    assert {"score", "faithfulness", "cliches"} <= set(results[1]["candidates"][0])
+
+
+def test_options_reach_the_generator(client, fake_generator):
+    client.post("/v1/titles", json={"abstract": ABSTRACT, "num_beams": 4, "max_new_tokens": 7})
+    options = fake_generator.calls[-1][1]
+    assert options.num_beams == 4 and options.max_new_tokens == 7
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({}, 422),
+        ({"abstract": ""}, 422),
+        ({"abstract": "   "}, 422),
+        ({"abstract": 42}, 422),
+        ({"abstract": ["a list"]}, 422),
+        ({"abstracts": []}, 422),
+        ({"abstracts": [ABSTRACT] * 33}, 422),
+        ({"abstract": "x" * (MAX_ABSTRACT_CHARS + 1)}, 422),
+        ({"abstract": ABSTRACT, "abstracts": [ABSTRACT]}, 422),
+        ({"abstract": ABSTRACT, "num_beams": 0}, 422),
+        ({"abstract": ABSTRACT, "unknown": 1}, 422),
+    ],
+)
+def test_bad_requests_get_4xx_and_the_server_keeps_serving(client, body, status):
+    assert client.post("/v1/titles", json=body).status_code == status
+    assert client.post("/v1/titles", json={"abstract": ABSTRACT}).status_code == 200
+
+
+def test_malformed_and_oversized_bodies(client):
+    assert client.post("/v1/titles", content=b"{not json", headers={"content-type": "application/json"}
+                       ).status_code == 422
+    big = b'{"abstract": "' + b"x" * 1_100_000 + b'"}'
+    assert client.post("/v1/titles", content=big, headers={"content-type": "application/json"}).status_code == 413
+
+
+def test_api_key(fake_generator):
+    client = TestClient(create_app(fake_generator, api_key="s3cret"))
+    assert client.post("/v1/titles", json={"abstract": ABSTRACT}).status_code == 401
+    ok = client.post("/v1/titles", json={"abstract": ABSTRACT}, headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+
+
+def test_concurrent_requests_are_micro_batched(fake_generator):
+    fake_generator.delay_seconds = 0.05
+    client = TestClient(create_app(fake_generator, max_batch=8))
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda i: client.post("/v1/titles", json={"abstract": f"paper {i} text"}),
+                                  range(32)))
+    assert all(r.status_code == 200 for r in responses)
+    assert [r.json()["results"][0]["title"] for r in responses] == [f"Paper {i} Text Candidate 0" for i in range(32)]
+    assert max(size for size, _ in fake_generator.calls) > 1  # several requests shared a generate call
+    assert max(size for size, _ in fake_generator.calls) <= 8
+
+
+def test_full_queue_answers_503(fake_generator):
+    fake_generator.delay_seconds = 0.3
+    client = TestClient(create_app(fake_generator, max_batch=1, max_queue=1))
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        codes = [r.status_code for r in pool.map(lambda i: client.post("/v1/titles", json={"abstract": "a b c"}),
+                                                  range(6))]
+    assert 503 in codes and 200 in codes and set(codes) <= {200, 503}

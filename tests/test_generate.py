@@ -1,0 +1,147 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from chatgentitle.cli import cli
+from chatgentitle.config import TrainConfig
+from chatgentitle.generate import GenerationOptions, TitleGenerator
+from chatgentitle.ranking import KnownTitles, Ranker, cliches_in, copy_rate
+
+ABSTRACT = "we propose a novel method for learning graph neural networks"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model_dir, tmp_path_factory):
+    """A real (tiny) run dir: trained for a few steps so the adapter is not the identity."""
+    from conftest import paper_row
+
+    from chatgentitle.train import train
+
+    root = tmp_path_factory.mktemp("gen")
+    data = root / "train.jsonl"
+    data.write_text("".join(json.dumps(paper_row(i)) + "\n" for i in range(8)))
+    cfg = TrainConfig(base_model=str(tiny_model_dir), data=str(data), output_dir=str(root / "run"),
+                      batch_size=4, micro_batch_size=4, max_steps=2, val_set_size=0, cutoff_len=64,
+                      dtype="fp32", prompt_template="compact", save_steps=100)
+    return train(cfg)
+
+
+@pytest.fixture(scope="module")
+def generator(run_dir):
+    return TitleGenerator.load(run_dir, dtype="fp32")
+
+
+def test_generator_loads_template_and_base_from_run_dir(generator):
+    assert generator.template.name == "compact"
+    assert generator.name == "run"
+
+
+def test_batch_equals_one_by_one(generator):
+    abstracts = [ABSTRACT, "quantum field theory spectra", "deep models for image segmentation results"]
+    options = GenerationOptions(max_new_tokens=6, repetition_penalty=1.0)
+    batched = generator(abstracts, options)
+    assert batched == [generator([a], options)[0] for a in abstracts]
+
+
+def test_max_new_tokens_is_respected(generator):
+    short = generator([ABSTRACT], GenerationOptions(max_new_tokens=2, repetition_penalty=1.0))[0]
+    assert len(short.split()) <= 2  # one word-level token per word
+
+
+def test_beams_and_sampling_give_different_outputs(generator):
+    import torch
+
+    beams = generator.generate([ABSTRACT], GenerationOptions(max_new_tokens=8, num_beams=4, num_candidates=4))[0]
+    torch.manual_seed(0)
+    sampled = generator.generate([ABSTRACT], GenerationOptions(max_new_tokens=8, do_sample=True, temperature=2.0,
+                                                               num_candidates=4))[0]
+    assert beams != sampled
+    assert len(set(beams)) == len(beams) and len(set(sampled)) == len(sampled)  # distinct
+
+
+def test_stream_yields_growing_title(generator):
+    pieces = list(generator.stream(ABSTRACT, GenerationOptions(max_new_tokens=5, repetition_penalty=1.0)))
+    assert pieces and pieces[-1] == generator([ABSTRACT], GenerationOptions(max_new_tokens=5,
+                                                                            repetition_penalty=1.0))[0]
+
+
+def test_ranking_prefers_faithful_short_unique_titles():
+    ranker = Ranker(embedder=None, known=KnownTitles(["Graph Neural Networks for Learning"]))
+    ranked = ranker.rank(ABSTRACT, [
+        "A Novel Approach Towards Something Else Entirely Unrelated To Anything Here At All",
+        "Learning Graph Neural Networks",
+        "Graph neural networks for learning!",
+    ])
+    assert ranked[0].title == "Learning Graph Neural Networks"
+    assert ranked[-1].cliches == ["a novel", "novel approach", "towards"]
+    assert ranked[1].known_match == "graph neural networks for learning"
+    assert [c.score for c in ranked] == sorted((c.score for c in ranked), reverse=True)
+    assert cliches_in("Rethinking attention") == ["rethinking"]
+    assert copy_rate("graph networks of cats", ABSTRACT) == 0.5
+
+
+def test_cli_single_and_stdin(run_dir):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["generate", ABSTRACT, "--model", str(run_dir), "--dtype", "fp32",
+                                 "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip()
+    piped = runner.invoke(cli, ["generate", "-", "--model", str(run_dir), "--dtype", "fp32", "--max-new-tokens",
+                                "4"], input=ABSTRACT)
+    assert piped.output == result.output
+    empty = runner.invoke(cli, ["generate", "-", "--model", str(run_dir)], input="  ")
+    assert empty.exit_code == 1 and "the abstract is empty" in empty.output
+
+
+def test_cli_batch_file_is_resumable(run_dir, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": f"p{i}", "abstract": f"{ABSTRACT} {i}"}) + "\n" for i in range(5)))
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"id": "p1", "title": "done before"}) + "\n" + '{"id": "p2", "tit')  # cut line
+    args = ["generate", "--input", str(src), "--output", str(out), "--model", str(run_dir), "--dtype", "fp32",
+            "--max-new-tokens", "4", "--batch-size", "2"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "4 titles written" in result.output and "1 already there" in result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == ["p0", "p1", "p2", "p3", "p4"]
+    assert all("seconds" in r for r in rows if r["id"] != "p1")
+    again = CliRunner().invoke(cli, args)
+    assert "0 titles written" in again.output
+
+
+def test_cli_csv_and_txt_inputs(run_dir, tmp_path):
+    csv_file = tmp_path / "in.csv"
+    csv_file.write_text('id,abstract\na1,"graph neural networks, deep models"\n')
+    txt_file = tmp_path / "in.txt"
+    txt_file.write_text("graph neural networks\n\nquantum field theory\n")
+    for src, ids in ((csv_file, ["a1"]), (txt_file, ["1", "3"])):
+        out = tmp_path / f"{src.stem}{src.suffix}.out.jsonl"
+        result = CliRunner().invoke(cli, ["generate", "--input", str(src), "--output", str(out), "--model",
+                                          str(run_dir), "--max-new-tokens", "3"])
+        assert result.exit_code == 0, result.output
+        assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ids
+
+
+def test_cli_user_errors_are_one_line(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["generate", "x", "--model", str(tmp_path)])
+    assert result.exit_code == 1 and "not an adapter dir" in result.output and "Traceback" not in result.output
+    result = runner.invoke(cli, ["generate", "x", "--num-beams", "0"])
+    assert result.exit_code == 1 and "num_beams" in result.output
+    result = runner.invoke(cli, ["generate"])
+    assert result.exit_code == 1 and "give an ABSTRACT" in result.output
+
+
+def test_export_merged_checkpoint_matches_adapter(run_dir, tmp_path, generator):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    result = CliRunner().invoke(cli, ["export", "--adapter", str(run_dir), "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert (tmp_path / "merged" / "adapter" / "adapter_model.safetensors").is_file()
+    x = torch.tensor([[5, 6, 7, 8]])
+    with torch.inference_mode():
+        assert torch.allclose(merged(x).logits, generator.model(x).logits, atol=1e-5)

@@ -1,0 +1,69 @@
+"""The Gradio UI in a real browser: headless Chromium types an abstract and reads the title."""
+
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ABSTRACT = "we propose a novel method for learning graph neural networks"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(fake_generator):
+    import gradio as gr
+    import uvicorn
+
+    from chatgentitle.api import create_app
+    from chatgentitle.ranking import Ranker
+    from chatgentitle.web import build_demo
+
+    app = gr.mount_gradio_app(create_app(fake_generator), build_demo(fake_generator, Ranker()), path="/")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_ui_has_the_seed_boxes(fake_generator):
+    from chatgentitle.prompt import SEED_INSTRUCTION
+    from chatgentitle.web import build_demo
+
+    config = build_demo(fake_generator).get_config_file()
+    labels = {c["props"].get("label"): c["props"].get("value") for c in config["components"]}
+    assert labels["Instruction"] == SEED_INSTRUCTION
+    assert "Input" in labels and "Title" in labels
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+def test_browser_types_abstract_and_sees_title(server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )
+        page = browser.new_page()
+        page.goto(server, wait_until="domcontentloaded")
+        page.locator("#abstract-input textarea").fill(ABSTRACT)
+        page.locator("#generate").click()
+        title = page.locator("#title-output textarea")
+        sync_api.expect(title).to_have_value("We Propose A Candidate 0", timeout=30_000)
+        assert "Candidate 2" in page.content()  # the ranked candidates table
+        browser.close()
