@@ -159,6 +159,106 @@ def train(config_file, **options):
     click.echo(f"adapter saved in {run_dir}")
 
 
+# ----------------------------------------------------------------------------- crawl
+def _seconds(text: str) -> float:
+    """'24h', '30m', '90s' or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"{text!r} is not a duration like 24h, 30m or 90s") from None
+
+
+@cli.command()
+@click.option("--categories", default="cs.AI,cs.CV,cs.LG", show_default=True,
+              help="Comma-separated categories (cs.AI) or archives (cs).")
+@click.option("--db", type=click.Path(path_type=Path), help="Paper store. [default: in the user data dir]")
+@click.option("--endpoint", help="OAI-PMH base URL (or the API/RSS base with --ids/--rss).")
+@click.option("--metadata-prefix", type=click.Choice(["arXiv", "arXivRaw"]), default="arXiv", show_default=True)
+@click.option("--from", "from_date", help="Harvest records changed on or after YYYY-MM-DD (default: continue).")
+@click.option("--until", "until_date", help="... and on or before YYYY-MM-DD.")
+@click.option("--delay", type=float, default=3.0, show_default=True,
+              help="Seconds between requests (never below 3 against arXiv's hosts).")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per request.")
+@click.option("--contact", envvar="CHATGENTITLE_CONTACT", help="An e-mail address for the User-Agent.")
+@click.option("--every", help="Keep running, harvesting every interval (e.g. 24h); SIGTERM stops cleanly.")
+@click.option("--ids", help="Look up these arXiv ids through the API instead (comma-separated).")
+@click.option("--rss", is_flag=True, help="Read today's RSS listing of the categories instead.")
+@click.option("--export", "export_path", type=click.Path(path_type=Path),
+              help="Write the store as snapshot-format JSONL (what prepare reads) and exit.")
+@click.option("--status", is_flag=True, help="Print counts per category and the last harvests, and exit.")
+def crawl(categories, db, endpoint, metadata_prefix, from_date, until_date, delay, timeout, contact, every, ids,
+          rss, export_path, status):
+    """Harvest new arXiv papers politely into the paper store (OAI-PMH, API or RSS)."""
+    import signal
+    import time
+
+    from chatgentitle import crawl as arxiv
+    from chatgentitle.store import PaperStore
+
+    wanted = _csv(categories)
+    with PaperStore(db) as store:
+        if status:
+            click.echo(f"{store.count()} papers in {store.path}")
+            for category, count in list(store.category_counts().items())[:30]:
+                click.echo(f"  {category:<20} {count}")
+            for state in store.states():
+                click.echo(f"harvest {state['key']}: last datestamp {state['last_datestamp']}, "
+                           f"{state['records']} records in {state['pages']} pages, at {state['updated_at']}"
+                           + (" (in progress)" if state["resumption_token"] else ""))
+            return
+        if export_path:
+            from chatgentitle.records import write_jsonl
+
+            count = write_jsonl(export_path, store.records())
+            click.echo(f"{count} papers written to {export_path}")
+            return
+        interval = _seconds(every) if every else None
+        stopping = []
+        signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+
+        def next_request(seconds):
+            click.echo(f"  next request in {seconds:.1f} s", err=True)
+
+        fetcher = arxiv.Fetcher(delay_seconds=delay, timeout_seconds=timeout, contact=contact,
+                                on_wait=next_request if sys.stderr.isatty() else None)
+        began = time.monotonic()
+
+        def progress(set_spec, page, report):
+            rate = report.records_seen / max(1e-9, time.monotonic() - began)
+            total = f"/{page.complete_list_size}" if page.complete_list_size else ""
+            click.echo(f"{set_spec}: page {report.pages}, {report.records_seen}{total} records seen, "
+                       f"{report.records_kept} kept, {rate:.1f} records/s")
+
+        try:
+            while True:
+                if ids:
+                    papers = list(arxiv.fetch_ids(fetcher, list(_csv(ids)), endpoint or arxiv.API_ENDPOINT))
+                    click.echo(f"{store.save_page(papers)} papers looked up")
+                elif rss:
+                    papers = arxiv.fetch_rss(fetcher, wanted, endpoint or arxiv.RSS_ENDPOINT)
+                    click.echo(f"{store.save_page(papers)} papers from the RSS listing")
+                else:
+                    report = arxiv.harvest(store, fetcher, endpoint or arxiv.OAI_ENDPOINT, wanted, metadata_prefix,
+                                           from_date, until_date, progress, should_stop=lambda: bool(stopping))
+                    click.echo(f"harvested {report.records_kept} papers ({report.records_seen} seen, "
+                               f"{report.pages} pages, {fetcher.retries} retries); store has {store.count()}")
+                if interval is None or stopping:
+                    break
+                from_date = None  # later runs continue from the stored datestamps
+                deadline = time.monotonic() + interval
+                click.echo(f"next harvest in {every}")
+                while time.monotonic() < deadline and not stopping:
+                    time.sleep(min(1.0, deadline - time.monotonic()))
+                if stopping:
+                    break
+        except arxiv.CrawlError as err:
+            raise UserError(str(err)) from None
+        finally:
+            fetcher.close()
+
+
 # ----------------------------------------------------------------------------- generate / serve
 def model_options(func):
     """Options shared by every command that loads a TitleGenerator."""

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS harvest_state (
     key TEXT PRIMARY KEY,         -- endpoint + set + metadata prefix
     last_datestamp TEXT,          -- newest datestamp fully stored
     window_from TEXT,             -- start of the window being harvested
+    window_until TEXT,            -- its end (the first page's responseDate unless --until)
     resumption_token TEXT,        -- where to continue inside that window
     pages INTEGER DEFAULT 0,
     records INTEGER DEFAULT 0,
@@ -97,30 +98,25 @@ class PaperStore:
         try:
             self.db.executemany(UPSERT, rows)
             if state_key is not None:
-                self._set_state(state_key, len(rows), **state)
+                self._set_state(state_key, records=len(rows), pages=state.pop("pages", 1), **state)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         return len(rows)
 
-    def _set_state(self, key: str, records: int, **state) -> None:
+    def _set_state(self, key: str, records: int = 0, pages: int = 0, **state) -> None:
         self.db.execute("INSERT OR IGNORE INTO harvest_state(key) VALUES (?)", (key,))
-        sets = ", ".join(f"{k} = ?" for k in state)
-        values = list(state.values())
+        sets = "".join(f"{name} = ?, " for name in state)
         self.db.execute(
-            f"UPDATE harvest_state SET {sets}{', ' if sets else ''} pages = pages + 1, "
-            "records = records + ?, updated_at = CURRENT_TIMESTAMP WHERE key = ?",
-            (*values, records, key),
+            f"UPDATE harvest_state SET {sets}pages = pages + ?, records = records + ?, "
+            "updated_at = CURRENT_TIMESTAMP WHERE key = ?",
+            (*state.values(), pages, records, key),
         )
 
     def set_state(self, key: str, **state) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.execute("INSERT OR IGNORE INTO harvest_state(key) VALUES (?)", (key,))
-        sets = ", ".join(f"{k} = ?" for k in state)
-        self.db.execute(f"UPDATE harvest_state SET {sets}, updated_at = CURRENT_TIMESTAMP WHERE key = ?",
-                        (*state.values(), key))
-        self.db.execute("COMMIT")
+        """Update the harvest state alone (no papers), e.g. after an expired resumption token."""
+        self.save_page([], key, pages=0, **state)
 
     # ---------------------------------------------------------------- reading
     def state(self, key: str) -> dict:

@@ -1,0 +1,403 @@
+"""Harvesting arXiv politely into the paper store: OAI-PMH, the API (Atom) and the RSS listings.
+
+Run as: chatgentitle crawl --categories cs.AI,cs.CV,cs.LG           (incremental OAI-PMH harvest)
+        chatgentitle crawl --every 24h                              (keeps running; SIGTERM stops it)
+
+`Fetcher` makes every request: one connection, at least `delay_seconds` between requests
+(never below 3 s against arXiv's hosts, as arXiv's terms ask), retries with backoff on
+timeouts, resets, 5xx and truncated XML, and waits as long as a 503's Retry-After says.
+`list_records` is a generator over OAI-PMH pages that follows resumption tokens; `harvest`
+commits each page and the harvest state in one transaction.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import httpx
+from lxml import etree
+from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from chatgentitle import __version__
+from chatgentitle.records import base_id, clean_text
+from chatgentitle.store import PaperStore
+
+OAI_ENDPOINT = "https://oaipmh.arxiv.org/oai"  # arXiv's OAI-PMH base URL (export.arxiv.org/oai2 before 2025)
+API_ENDPOINT = "https://export.arxiv.org/api/query"
+RSS_ENDPOINT = "https://rss.arxiv.org/rss"
+DEFAULT_CATEGORIES = ("cs.AI", "cs.CV", "cs.LG")
+ARXIV_MIN_DELAY_SECONDS = 3.0
+MAX_RETRY_AFTER_SECONDS = 600.0
+
+# arXiv archives whose OAI-PMH set is "physics:<archive>"
+PHYSICS_ARCHIVES = {"astro-ph", "cond-mat", "gr-qc", "hep-ex", "hep-lat", "hep-ph", "hep-th", "math-ph",
+                    "nlin", "nucl-ex", "nucl-th", "physics", "quant-ph"}
+
+
+class CrawlError(RuntimeError):
+    """A request that failed for good, or a response that says the request was wrong."""
+
+
+class OAIError(CrawlError):
+    def __init__(self, code: str, message: str):
+        super().__init__(f"OAI-PMH error {code}: {message}")
+        self.code = code
+
+
+class Retryable(Exception):
+    """A failure worth trying again (5xx, 503 + Retry-After, truncated XML)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# --------------------------------------------------------------------------- HTTP
+class Fetcher:
+    """One polite HTTP client: a delay between requests, retries, a descriptive User-Agent."""
+
+    def __init__(self, delay_seconds: float = ARXIV_MIN_DELAY_SECONDS, timeout_seconds: float = 60.0,
+                 max_retries: int = 8, backoff_seconds: float = 1.0, contact: str | None = None,
+                 on_wait: Callable[[float], None] | None = None):
+        self.delay_seconds = delay_seconds
+        agent = f"chatgentitle/{__version__} (title-generation research crawler"
+        agent += f"; mailto:{contact})" if contact else ")"
+        # one connection: arXiv asks crawlers not to open several
+        self.client = httpx.Client(
+            timeout=timeout_seconds, headers={"User-Agent": agent}, follow_redirects=True,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        )
+        self.on_wait = on_wait
+        self.last_request = 0.0  # monotonic time of the previous request
+        self.requests = 0
+        self.retries = 0
+        self.backoff_seconds = backoff_seconds
+        self._get = retry(
+            retry=retry_if_exception_type((Retryable, httpx.TransportError)),
+            wait=self._wait, stop=stop_after_attempt(max_retries), reraise=True,
+            before_sleep=self._count_retry,
+        )(self._get_once)
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Retry-After when the server gave one, else exponential backoff (capped at 60 s)."""
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, Retryable) and error.retry_after is not None:
+            return min(error.retry_after, MAX_RETRY_AFTER_SECONDS)
+        return wait_exponential(multiplier=self.backoff_seconds, max=60)(state)
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        self.retries += 1
+
+    def delay_for(self, url: str) -> float:
+        host = urlparse(url).hostname or ""
+        if host == "arxiv.org" or host.endswith(".arxiv.org"):
+            return max(self.delay_seconds, ARXIV_MIN_DELAY_SECONDS)
+        return self.delay_seconds
+
+    def _pause(self, url: str) -> None:
+        wait = self.last_request + self.delay_for(url) - time.monotonic()
+        if wait > 0:
+            if self.on_wait:
+                self.on_wait(wait)
+            time.sleep(wait)
+
+    def _get_once(self, url: str, params: dict) -> bytes:
+        self._pause(url)
+        self.last_request = time.monotonic()
+        self.requests += 1
+        response = self.client.get(url, params=params)
+        if response.status_code == 503 or response.status_code == 429:
+            raise Retryable(f"HTTP {response.status_code}", _retry_after(response.headers.get("Retry-After")))
+        if response.status_code >= 500:
+            raise Retryable(f"HTTP {response.status_code}")
+        if response.status_code >= 400 and b"<error" not in response.content:
+            raise CrawlError(f"HTTP {response.status_code} from {response.url}")
+        try:  # a cut-off transfer shows up as XML that does not parse: fetch it again
+            etree.fromstring(response.content)
+        except etree.XMLSyntaxError as err:
+            raise Retryable(f"malformed XML ({err})") from None
+        return response.content
+
+    def get_xml(self, url: str, params: dict) -> etree._Element:
+        try:
+            return etree.fromstring(self._get(url, params))
+        except (Retryable, httpx.TransportError) as err:
+            raise CrawlError(f"giving up on {url} after {self.retries} retries: {err}") from None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- XML helpers
+def _local(element) -> str:
+    return etree.QName(element).localname
+
+
+def _children(element, name: str) -> list:
+    return [c for c in element if isinstance(c.tag, str) and _local(c) == name]
+
+
+def _text(element, name: str) -> str | None:
+    found = _children(element, name)
+    if not found:
+        return None
+    # itertext joins nested markup; clean_text puts single spaces where the XML had line breaks
+    return clean_text(" ".join(found[0].itertext())) or None
+
+
+def category_matches(categories: str, wanted: tuple[str, ...]) -> bool:
+    """True when any listed category is wanted (a category like cs.AI or a whole archive like cs)."""
+    if not wanted:
+        return True
+    return any(c in wanted or c.split(".", 1)[0] in wanted for c in categories.split())
+
+
+def oai_set(category: str) -> str:
+    """The OAI-PMH set that holds a category: cs.AI -> cs, hep-th -> physics:hep-th."""
+    archive = category.split(".", 1)[0]
+    return f"physics:{archive}" if archive in PHYSICS_ARCHIVES else archive
+
+
+# --------------------------------------------------------------------------- OAI-PMH
+@dataclass
+class Page:
+    records: list[dict]
+    resumption_token: str | None
+    response_date: str | None
+    complete_list_size: int | None = None
+
+
+def parse_oai_page(root) -> Page:
+    """Records of a ListRecords/GetRecord response in the snapshot schema; raises OAIError."""
+    errors = _children(root, "error")
+    if errors:
+        raise OAIError(errors[0].get("code", "unknown"), clean_text(errors[0].text or ""))
+    records = []
+    for record in root.iter("{*}record"):
+        header = _children(record, "header")[0]
+        if header.get("status") == "deleted":
+            continue
+        metadata = _children(record, "metadata")
+        if not metadata or not len(metadata[0]):
+            continue
+        paper = _parse_arxiv_metadata(metadata[0][0])
+        if paper:
+            paper["datestamp"] = _text(header, "datestamp")
+            records.append(paper)
+    token_el = next(root.iter("{*}resumptionToken"), None)
+    token = (token_el.text or "").strip() if token_el is not None else ""
+    size = token_el.get("completeListSize") if token_el is not None else None
+    response_date = _text(root, "responseDate")
+    return Page(records, token or None, response_date[:10] if response_date else None,
+                int(size) if size and size.isdigit() else None)
+
+
+def _parse_arxiv_metadata(meta) -> dict | None:
+    """Both metadata formats: arXiv (authors as keyname/forenames) and arXivRaw (versions)."""
+    arxiv_id, title, abstract = _text(meta, "id"), _text(meta, "title"), _text(meta, "abstract")
+    if not (arxiv_id and title and abstract):
+        return None
+    authors_el = _children(meta, "authors")
+    if authors_el and _children(authors_el[0], "author"):
+        names = []
+        for author in _children(authors_el[0], "author"):
+            parts = [_text(author, "forenames"), _text(author, "keyname"), _text(author, "suffix")]
+            names.append(" ".join(p for p in parts if p))
+        authors = ", ".join(names)
+    else:
+        authors = _text(meta, "authors") or ""
+    versions = [{"version": v.get("version"), "created": _text(v, "date")} for v in _children(meta, "version")]
+    if versions:  # arXivRaw: the newest version's date
+        updated = email.utils.parsedate_to_datetime(versions[-1]["created"]).date().isoformat()
+    else:  # arXiv: <updated> when revised, else <created>
+        updated = _text(meta, "updated") or _text(meta, "created") or ""
+    return {
+        "id": base_id(arxiv_id), "version": len(versions) or None, "submitter": _text(meta, "submitter"),
+        "authors": authors, "title": title, "comments": _text(meta, "comments"),
+        "journal-ref": _text(meta, "journal-ref"), "doi": _text(meta, "doi"),
+        "report-no": _text(meta, "report-no"), "categories": _text(meta, "categories") or "",
+        "license": _text(meta, "license"), "abstract": abstract, "versions": versions,
+        "update_date": updated[:10], "source": "oai",
+    }
+
+
+def list_records(fetcher: Fetcher, endpoint: str, metadata_prefix: str = "arXiv", set_spec: str | None = None,
+                 from_date: str | None = None, until_date: str | None = None,
+                 resumption_token: str | None = None) -> Iterator[Page]:
+    """OAI-PMH ListRecords pages, following resumption tokens until the list ends."""
+    while True:
+        if resumption_token:
+            params = {"verb": "ListRecords", "resumptionToken": resumption_token}
+        else:
+            params = {"verb": "ListRecords", "metadataPrefix": metadata_prefix}
+            params.update({k: v for k, v in (("set", set_spec), ("from", from_date), ("until", until_date)) if v})
+        page = parse_oai_page(fetcher.get_xml(endpoint, params))
+        yield page
+        if not page.resumption_token:
+            return
+        resumption_token = page.resumption_token
+
+
+@dataclass
+class HarvestReport:
+    pages: int = 0
+    records_seen: int = 0
+    records_kept: int = 0
+    restarts: int = 0
+    sets: dict[str, str] = field(default_factory=dict)
+    """set -> last datestamp after the run."""
+
+
+def harvest(store: PaperStore, fetcher: Fetcher, endpoint: str = OAI_ENDPOINT,
+            categories: tuple[str, ...] = DEFAULT_CATEGORIES, metadata_prefix: str = "arXiv",
+            from_date: str | None = None, until_date: str | None = None,
+            progress: Callable[[str, Page, HarvestReport], None] | None = None,
+            should_stop: Callable[[], bool] = lambda: False) -> HarvestReport:
+    """Incremental harvest of the sets holding `categories`; resumable after any crash.
+
+    Each page's papers and the resumption token are committed together. A run starts where the
+    last one stopped: inside a window (its resumption token), or from the last datestamp.
+    """
+    report = HarvestReport()
+    for set_spec in sorted({oai_set(c) for c in categories}):
+        key = f"{endpoint}|{set_spec}|{metadata_prefix}"
+        state = store.state(key)
+        token = state.get("resumption_token")
+        window_from = state.get("window_from") if token else (from_date or state.get("last_datestamp"))
+        window_until = state.get("window_until") if token else until_date
+        while True:
+            try:
+                for page in list_records(fetcher, endpoint, metadata_prefix, set_spec, window_from,
+                                         window_until, resumption_token=token):
+                    window_until = window_until or page.response_date
+                    kept = [r for r in page.records if category_matches(r["categories"], categories)]
+                    done = page.resumption_token is None
+                    state_update = {"resumption_token": page.resumption_token, "window_from": window_from,
+                                    "window_until": window_until}
+                    if done:  # the window is complete: the next run starts where it ended
+                        state_update["last_datestamp"] = window_until
+                    store.save_page(kept, key, **state_update)
+                    report.pages += 1
+                    report.records_seen += len(page.records)
+                    report.records_kept += len(kept)
+                    token = page.resumption_token
+                    if progress:
+                        progress(set_spec, page, report)
+                    if should_stop() and not done:
+                        return report
+                break
+            except OAIError as err:
+                if err.code == "noRecordsMatch":
+                    store.set_state(key, resumption_token=None, window_from=window_from,
+                                    last_datestamp=window_until or window_from)
+                    break
+                if err.code == "badResumptionToken" and token:
+                    # the token expired: restart this window from its committed start date
+                    token = None
+                    report.restarts += 1
+                    store.set_state(key, resumption_token=None)
+                    continue
+                raise
+        report.sets[set_spec] = store.state(key).get("last_datestamp")
+    return report
+
+
+# --------------------------------------------------------------------------- API (Atom)
+ATOM = "{http://www.w3.org/2005/Atom}"
+ARXIV_ATOM = "{http://arxiv.org/schemas/atom}"
+
+
+def parse_atom(root) -> tuple[list[dict], int]:
+    """(papers, totalResults) from an arXiv API response; raises CrawlError for an error feed."""
+    papers = []
+    for entry in root.iter(f"{ATOM}entry"):
+        entry_id = (entry.findtext(f"{ATOM}id") or "").strip()
+        if "/api/errors" in entry_id:
+            raise CrawlError(f"arXiv API error: {clean_text(entry.findtext(f'{ATOM}summary') or '')}")
+        match = re.search(r"abs/(.+?)(v(\d+))?$", entry_id)
+        if not match:
+            continue
+        categories = [c.get("term") for c in entry.iter(f"{ATOM}category")]
+        primary = entry.find(f"{ARXIV_ATOM}primary_category")
+        if primary is not None and primary.get("term") in categories:
+            categories.remove(primary.get("term"))
+            categories.insert(0, primary.get("term"))
+        papers.append({
+            "id": base_id(match.group(1)), "version": int(match.group(3) or 1),
+            "authors": ", ".join(clean_text(a.findtext(f"{ATOM}name") or "") for a in entry.iter(f"{ATOM}author")),
+            "title": clean_text(entry.findtext(f"{ATOM}title") or ""),
+            "abstract": clean_text(entry.findtext(f"{ATOM}summary") or ""),
+            "categories": " ".join(categories),
+            "comments": entry.findtext(f"{ARXIV_ATOM}comment"),
+            "journal-ref": entry.findtext(f"{ARXIV_ATOM}journal_ref"),
+            "doi": entry.findtext(f"{ARXIV_ATOM}doi"),
+            "update_date": (entry.findtext(f"{ATOM}updated") or "")[:10], "source": "api",
+        })
+    total = root.findtext("{http://a9.com/-/spec/opensearch/1.1/}totalResults")
+    return papers, int(total) if total and total.strip().isdigit() else len(papers)
+
+
+def fetch_ids(fetcher: Fetcher, ids: list[str], endpoint: str = API_ENDPOINT, chunk: int = 100) -> Iterator[dict]:
+    """Papers for arXiv ids (old or new style, with or without version), 100 per request."""
+    for start in range(0, len(ids), chunk):
+        params = {"id_list": ",".join(ids[start:start + chunk]), "start": 0, "max_results": chunk}
+        yield from parse_atom(fetcher.get_xml(endpoint, params))[0]
+
+
+def search(fetcher: Fetcher, query: str, endpoint: str = API_ENDPOINT, page_size: int = 100,
+           max_results: int = 1000) -> Iterator[dict]:
+    """Papers matching an API search_query, page by page."""
+    start = 0
+    while start < max_results:
+        params = {"search_query": query, "start": start, "max_results": min(page_size, max_results - start)}
+        papers, total = parse_atom(fetcher.get_xml(endpoint, params))
+        yield from papers
+        start += page_size
+        if not papers or start >= total:
+            return
+
+
+# --------------------------------------------------------------------------- RSS
+_RSS_DESCRIPTION = re.compile(r"^\s*arXiv:(\S+?)(v(\d+))?\s+Announce Type:\s*([\w-]+)\s*Abstract:\s*(.*)$", re.S)
+
+
+def parse_rss(root) -> list[dict]:
+    """Papers of an arXiv RSS listing (2024+ format: 'arXiv:ID Announce Type: new Abstract: ...')."""
+    channel_date = root.findtext("channel/pubDate")
+    date = email.utils.parsedate_to_datetime(channel_date).date().isoformat() if channel_date else ""
+    papers = []
+    for item in root.iter("item"):
+        match = _RSS_DESCRIPTION.match(item.findtext("description") or "")
+        if not match:
+            continue
+        arxiv_id, version, announce, abstract = match.group(1), match.group(3), match.group(4), match.group(5)
+        papers.append({
+            "id": base_id(arxiv_id), "version": int(version or 1),
+            "title": clean_text(item.findtext("title") or ""), "abstract": clean_text(abstract),
+            "categories": " ".join(clean_text(c.text or "") for c in item.findall("category")),
+            "authors": clean_text(item.findtext("{http://purl.org/dc/elements/1.1/}creator") or ""),
+            "license": item.findtext("{http://purl.org/dc/elements/1.1/}rights"),
+            "update_date": date, "source": f"rss:{announce}",
+        })
+    return papers
+
+
+def fetch_rss(fetcher: Fetcher, categories: tuple[str, ...], endpoint: str = RSS_ENDPOINT) -> list[dict]:
+    return parse_rss(fetcher.get_xml(f"{endpoint}/{'+'.join(categories)}", {}))

@@ -1,0 +1,129 @@
+"""A real HTTP server on 127.0.0.1 that plays arXiv's OAI-PMH interface, with injectable faults.
+
+Used by tests/test_crawl.py and benchmarks/soak_crawl.py. Records are served in the `arXiv`
+metadata format, `page_size` per page, chained by resumption tokens, filtered by `from`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+from xml.sax.saxutils import escape
+
+FAULTS = ("503", "500", "timeout", "reset", "truncate", "malformed", "badtoken")
+
+HEAD = ('<?xml version="1.0" encoding="UTF-8"?>\n<OAI-PMH xmlns="http://www.openarchives.org/OAI/2.0/">'
+        "<responseDate>{date}T10:00:00Z</responseDate><request>http://127.0.0.1/oai</request>")
+
+
+def make_records(n: int, start_day: int = 1) -> list[dict]:
+    """n papers with wrapped text (as arXiv sends it) and datestamps spread over days."""
+    return [{
+        "id": f"2605.{i:05d}", "datestamp": f"2026-05-{start_day + i % 20:02d}",
+        "title": f"Harvested paper {i} on graph\n  learning",
+        "abstract": f"  We study problem {i}.\nIt matters for\n  learning systems.",
+        "categories": ["cs.LG cs.AI", "cs.CV", "math.CO"][i % 3],
+    } for i in range(n)]
+
+
+def record_xml(r: dict) -> str:
+    return (f"<record><header><identifier>oai:arXiv.org:{r['id']}</identifier><datestamp>{r['datestamp']}"
+            f"</datestamp><setSpec>cs</setSpec></header><metadata><arXiv xmlns=\"http://arxiv.org/OAI/arXiv/\">"
+            f"<id>{r['id']}</id><created>{r['datestamp']}</created><authors><author><keyname>Doe</keyname>"
+            f"<forenames>Jane</forenames></author></authors><title>{escape(r['title'])}</title>"
+            f"<categories>{r['categories']}</categories><abstract>{escape(r['abstract'])}</abstract>"
+            f"</arXiv></metadata></record>")
+
+
+class OAIServer:
+    """Start with `with OAIServer(records) as server:`; server.url is the endpoint."""
+
+    def __init__(self, records: list[dict], page_size: int = 3, faults=(), response_date: str = "2026-05-30",
+                 retry_after: int = 1, stall_seconds: float = 2.0):
+        self.records = sorted(records, key=lambda r: (r["datestamp"], r["id"]))
+        self.page_size = page_size
+        self.faults = deque(faults)  # consumed one per request; None means "answer normally"
+        self.response_date = response_date
+        self.retry_after = retry_after
+        self.stall_seconds = stall_seconds
+        self.requests: list[tuple[float, dict]] = []  # (monotonic time, params)
+        self.injected: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> OAIServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                params = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
+                with server.lock:
+                    server.requests.append((time.monotonic(), params))
+                    fault = server.faults.popleft() if server.faults else None
+                    if fault:
+                        server.injected[fault] = server.injected.get(fault, 0) + 1
+                server.answer(self, params, fault)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/oai"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def page(self, params: dict) -> str:
+        if "resumptionToken" in params:
+            from_date, _, index = params["resumptionToken"].partition("|")
+            index = int(index)
+        else:
+            from_date, index = params.get("from", ""), 0
+        selected = [r for r in self.records if r["datestamp"] >= from_date]
+        if not selected:
+            return HEAD.format(date=self.response_date) + '<error code="noRecordsMatch">none</error></OAI-PMH>'
+        chunk = selected[index * self.page_size:(index + 1) * self.page_size]
+        more = (index + 1) * self.page_size < len(selected)
+        token = f"{from_date}|{index + 1}" if more else ""
+        return (HEAD.format(date=self.response_date) + "<ListRecords>" + "".join(map(record_xml, chunk))
+                + f'<resumptionToken cursor="{index * self.page_size}" completeListSize="{len(selected)}">'
+                + f"{token}</resumptionToken></ListRecords></OAI-PMH>")
+
+    def answer(self, handler, params: dict, fault: str | None) -> None:
+        if fault == "reset":
+            handler.connection.close()  # no response at all: the client sees a dropped connection
+            return
+        if fault == "timeout":
+            time.sleep(self.stall_seconds)  # longer than the client's timeout
+        if fault in ("503", "500"):
+            handler.send_response(int(fault))
+            if fault == "503":
+                handler.send_header("Retry-After", str(self.retry_after))
+            handler.end_headers()
+            handler.wfile.write(b"busy")
+            return
+        if fault == "badtoken" and "resumptionToken" in params:
+            body = HEAD.format(date=self.response_date) + (
+                '<error code="badResumptionToken">The resumptionToken supplied is illegal</error></OAI-PMH>')
+        else:
+            body = self.page(params)
+        data = body.encode()
+        if fault == "truncate":
+            data = data[: len(data) // 2]
+        elif fault == "malformed":
+            data = data.replace(b"</title>", b"</titel>", 1)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/xml; charset=utf-8")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        try:
+            handler.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting (timeout fault)

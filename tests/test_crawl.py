@@ -1,0 +1,190 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+from conftest import shared_path
+from lxml import etree
+from oai_server import OAIServer, make_records
+
+from chatgentitle import crawl as arxiv
+from chatgentitle.cli import cli
+from chatgentitle.store import PaperStore
+
+
+def fast_fetcher(**kw):
+    # local server: no politeness delay needed, tiny backoff, short timeout for the stall fault
+    return arxiv.Fetcher(delay_seconds=kw.pop("delay_seconds", 0.0), timeout_seconds=kw.pop("timeout", 0.5),
+                         backoff_seconds=0.01, **kw)
+
+
+def expected(records, categories=("cs.AI", "cs.CV", "cs.LG")):
+    return sorted(r["id"] for r in records if arxiv.category_matches(r["categories"], categories))
+
+
+def stored_ids(store):
+    return [r["id"] for r in store.records()]
+
+
+def test_harvest_with_every_fault_loses_and_duplicates_nothing(tmp_path):
+    records = make_records(20)
+    faults = ["503", None, "timeout", "reset", None, "truncate", "malformed", "500", None, "badtoken", None]
+    with OAIServer(records, page_size=3, faults=faults) as server, PaperStore(tmp_path / "p.db") as store:
+        report = arxiv.harvest(store, fast_fetcher(), server.url, ("cs.AI", "cs.CV", "cs.LG"))
+        ids = stored_ids(store)
+        assert ids == expected(records)  # nothing lost, nothing twice (ids are the primary key, sorted)
+        assert report.restarts == 1
+        state = store.state(f"{server.url}|cs|arXiv")
+        assert state["last_datestamp"] == "2026-05-30" and state["resumption_token"] is None
+        paper = store.get("2605.00001")
+        assert paper["title"] == "Harvested paper 1 on graph learning"  # wrapped line joined, no glued words
+        assert paper["abstract"] == "We study problem 1. It matters for learning systems."
+        assert paper["authors"] == "Jane Doe" and paper["update_date"] == "2026-05-02"
+        assert set(server.injected) == {"503", "timeout", "reset", "truncate", "malformed", "500", "badtoken"}
+
+
+def test_next_run_continues_from_the_last_datestamp(tmp_path):
+    with OAIServer(make_records(6), page_size=10) as server, PaperStore(tmp_path / "p.db") as store:
+        arxiv.harvest(store, fast_fetcher(), server.url, ("cs",))
+        arxiv.harvest(store, fast_fetcher(), server.url, ("cs",))
+        first, second = server.requests[0][1], server.requests[1][1]
+        assert "from" not in first and second["from"] == "2026-05-30"
+        assert second["set"] == "cs" and second["metadataPrefix"] == "arXiv"
+
+
+def test_no_records_match_is_a_finished_window(tmp_path):
+    with OAIServer([], page_size=3) as server, PaperStore(tmp_path / "p.db") as store:
+        report = arxiv.harvest(store, fast_fetcher(), server.url, ("cs.LG",), from_date="2026-06-01")
+        assert report.records_kept == 0 and store.count() == 0
+        assert store.state(f"{server.url}|cs|arXiv")["last_datestamp"] == "2026-06-01"
+
+
+def test_retry_after_is_honoured(tmp_path):
+    with OAIServer(make_records(2), faults=["503"], retry_after=1) as server, PaperStore(tmp_path / "p.db") as s:
+        arxiv.harvest(s, fast_fetcher(), server.url, ("cs",))
+        (t0, _), (t1, _) = server.requests[:2]
+        assert t1 - t0 >= 0.95
+
+
+def test_politeness_delay_between_requests(tmp_path):
+    with OAIServer(make_records(12), page_size=2, faults=["500"]) as server, PaperStore(tmp_path / "p.db") as s:
+        arxiv.harvest(s, fast_fetcher(delay_seconds=0.2), server.url, ("cs",))
+        times = [t for t, _ in server.requests]
+        assert len(times) == 7  # 6 pages + 1 retry
+        assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.195
+
+
+def test_arxiv_hosts_never_get_less_than_3_seconds():
+    fetcher = arxiv.Fetcher(delay_seconds=0.5)
+    assert fetcher.delay_for("https://oaipmh.arxiv.org/oai") == 3.0
+    assert fetcher.delay_for("https://export.arxiv.org/api/query") == 3.0
+    assert fetcher.delay_for("http://127.0.0.1:8000/oai") == 0.5
+    assert "chatgentitle/" in fetcher.client.headers["User-Agent"]
+
+
+def test_gives_up_with_a_clear_error(tmp_path):
+    with OAIServer(make_records(2), faults=["500"] * 10) as server, PaperStore(tmp_path / "p.db") as store:
+        with pytest.raises(arxiv.CrawlError, match="giving up"):
+            arxiv.harvest(store, fast_fetcher(max_retries=3), server.url, ("cs",))
+
+
+def test_newer_version_wins(tmp_path):
+    with PaperStore(tmp_path / "p.db") as store:
+        base = {"id": "2605.00001", "title": "Old", "abstract": "a", "categories": "cs.LG", "version": 2}
+        store.save_page([base])
+        store.save_page([{**base, "title": "Older", "version": 1}])
+        assert store.get("2605.00001")["title"] == "Old"
+        store.save_page([{**base, "title": "New", "version": 3}])
+        assert store.get("2605.00001")["title"] == "New" and store.count() == 1
+        assert [r["title"] for r in store.search("new")] == ["New"]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_harvest_then_resume(tmp_path):
+    records = make_records(60)
+    db = tmp_path / "p.db"
+    with OAIServer(records, page_size=4) as server:
+        cmd = [sys.executable, "-m", "chatgentitle", "crawl", "--endpoint", server.url, "--db", str(db),
+               "--delay", "0.1", "--categories", "cs.AI,cs.CV,cs.LG"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while len(server.requests) < 6 and time.time() < deadline:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        with PaperStore(db) as store:
+            partial = store.count()
+            assert store.state(f"{server.url}|cs|arXiv")["resumption_token"]  # stopped inside the window
+        assert 0 < partial < len(expected(records))
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        with PaperStore(db) as store:
+            assert stored_ids(store) == expected(records)
+            assert store.state(f"{server.url}|cs|arXiv")["last_datestamp"] == "2026-05-30"
+        # the restart continued with the stored token instead of starting over
+        restart = [p for _, p in server.requests if "metadataPrefix" in p]
+        assert len(restart) == 1
+
+
+def test_cli_status_export_and_prepare_from_db(tmp_path):
+    db = tmp_path / "p.db"
+    with OAIServer(make_records(9)) as server:
+        runner = CliRunner()
+        result = runner.invoke(cli, ["crawl", "--endpoint", server.url, "--db", str(db), "--delay", "0"])
+        assert result.exit_code == 0, result.output
+        assert "harvested 6 papers" in result.output and "page 3" in result.output
+    status = runner.invoke(cli, ["crawl", "--db", str(db), "--status"])
+    assert "6 papers in" in status.output and "cs.LG" in status.output and "last datestamp 2026-05-30" in status.output
+    out = tmp_path / "papers.jsonl"
+    assert runner.invoke(cli, ["crawl", "--db", str(db), "--export", str(out)]).exit_code == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6 and {"journal-ref", "update_date", "versions"} <= set(rows[0])
+    prepared = runner.invoke(cli, ["prepare", "--db", str(db), "--out", str(tmp_path / "d"), "--min-abstract-chars",
+                                   "10", "--val-size", "0", "--test-size", "0"])
+    assert prepared.exit_code == 0 and "kept 6" in prepared.output
+    again = runner.invoke(cli, ["prepare", str(out), "--out", str(tmp_path / "e"), "--min-abstract-chars", "10"])
+    assert "kept 6" in again.output
+
+
+def test_crawl_help_is_instant_and_torch_free():
+    code = ("import sys\nfrom chatgentitle.cli import cli\ntry:\n    cli(['crawl', '--help'])\nexcept SystemExit:\n"
+            "    pass\nassert 'torch' not in sys.modules and 'transformers' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+# --------------------------------------------------------------------------- recorded arXiv responses
+def test_shared_oai_pages_parse():
+    folder = shared_path("fixtures", "oai_pmh")
+    page = arxiv.parse_oai_page(etree.parse(str(folder / "litpuvn_arxiv-oai-harvester__ListRecords_arXivRaw_2016-10-21.xml"
+                                                 )).getroot())
+    assert len(page.records) == 387 and page.resumption_token == "1403493|1001"
+    assert page.complete_list_size == 1440
+    first = page.records[0]
+    assert first["id"] == "0803.4354" and first["version"] == 6 and first["update_date"] == "2016-10-20"
+    assert all("\n" not in r["abstract"] and "  " not in r["title"] for r in page.records)
+    raw = arxiv.parse_oai_page(etree.parse(str(folder / "hepcrawl__sample_arxiv_record0.xml")).getroot())
+    assert raw.records[0]["authors"].startswith("Planck Collaboration, Jieci Wang")
+    for code in ("BadArgument", "BadResumptionToken", "BadVerb", "IdDoesNotExist", "NoRecordsMatch"):
+        root = etree.parse(str(folder / f"mikesaelim_arXivOAIHarvester__ErrorResponse{code}.xml")).getroot()
+        with pytest.raises(arxiv.OAIError) as err:
+            arxiv.parse_oai_page(root)
+        assert err.value.code.lower() == code.lower()
+
+
+def test_shared_api_and_rss_parse():
+    api = shared_path("fixtures", "api_atom")
+    papers, total = arxiv.parse_atom(etree.parse(str(api / "id_1605.08386_s0_m100_199195aa31ad.xml")).getroot())
+    assert total == 1 and papers[0]["id"] == "1605.08386" and papers[0]["categories"] == "math.CO math.ST"
+    assert papers[0]["authors"] == "Caprice Stanley, Tobias Windisch"
+    with pytest.raises(arxiv.CrawlError, match="incorrect id format"):
+        arxiv.parse_atom(etree.parse(str(api / "aioarxiv-0.2.2__tests_data_error_response.xml")).getroot())
+    rss = next(shared_path("fixtures", "rss").glob("*.xml"))
+    items = arxiv.parse_rss(etree.parse(str(rss)).getroot())
+    assert len(items) == 123
+    assert {p["source"] for p in items} == {"rss:new", "rss:cross", "rss:replace", "rss:replace-cross"}
+    first = items[0]
+    assert first["id"] == "2403.15527" and first["update_date"] == "2024-03-26"
+    assert first["abstract"].startswith("Conformal prediction equips") and "Abstract:" not in first["abstract"]
