@@ -158,8 +158,8 @@ def test_crawl_help_is_instant_and_torch_free():
 # --------------------------------------------------------------------------- recorded arXiv responses
 def test_shared_oai_pages_parse():
     folder = shared_path("fixtures", "oai_pmh")
-    page = arxiv.parse_oai_page(etree.parse(str(folder / "litpuvn_arxiv-oai-harvester__ListRecords_arXivRaw_2016-10-21.xml"
-                                                 )).getroot())
+    name = "litpuvn_arxiv-oai-harvester__ListRecords_arXivRaw_2016-10-21.xml"
+    page = arxiv.parse_oai_page(etree.parse(str(folder / name)).getroot())
     assert len(page.records) == 387 and page.resumption_token == "1403493|1001"
     assert page.complete_list_size == 1440
     first = page.records[0]
