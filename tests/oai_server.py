@@ -65,6 +65,8 @@ class OAIServer:
                 with server.lock:
                     server.requests.append((time.monotonic(), params))
                     fault = server.faults.popleft() if server.faults else None
+                    if fault == "badtoken" and "resumptionToken" not in params:
+                        fault = None  # only a request with a token can have an expired one
                     if fault:
                         server.injected[fault] = server.injected.get(fault, 0) + 1
                 server.answer(self, params, fault)

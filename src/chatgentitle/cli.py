@@ -338,14 +338,18 @@ def make_ranker(db):
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--db", type=click.Path(path_type=Path), help="Paper store: warn when a title already exists.")
 @click.option("--stream", is_flag=True, help="Print the title as it is generated.")
+@click.option("--samples", is_flag=True, help="Titles for the packaged sample abstracts, beside the real titles.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON with scores.")
 @model_options
 @generation_options
-def generate(abstract, input_path, output_path, num_candidates, instruction, batch_size, db, stream, as_json,
-             run_dir, base_model, prompt_template, device, dtype, quantize, no_merge, **decoding):
+def generate(abstract, input_path, output_path, num_candidates, instruction, batch_size, db, stream, samples,
+             as_json, run_dir, base_model, prompt_template, device, dtype, quantize, no_merge, **decoding):
     """Write a title for ABSTRACT (or - for stdin), or for every abstract in --input."""
     import json
 
+    if samples:
+        return _samples(load_generator(run_dir, base_model, prompt_template, device, dtype, quantize, no_merge),
+                        make_options(**decoding))
     if bool(abstract) == bool(input_path):
         raise UserError("give an ABSTRACT (or -) or --input FILE")
     if input_path and not output_path:
@@ -386,6 +390,25 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
         click.echo(candidate.title + (note if len(titles) > 1 or candidate.known_match else ""))
     if not candidates:
         click.echo("\n".join(titles))
+
+
+def _samples(generator, options):
+    import json
+    import textwrap
+    import time
+    from importlib import resources
+
+    rows = [json.loads(line) for line in
+            (resources.files("chatgentitle") / "samples" / "abstracts.jsonl").read_text().splitlines()]
+    began = time.perf_counter()
+    titles = generator([r["abstract"] for r in rows], options)
+    seconds = time.perf_counter() - began
+    click.echo(f"model: {generator.name}\n")
+    for row, title in zip(rows, titles, strict=True):
+        click.echo(f"arXiv:{row['id']} ({row['categories'].split()[0]})")
+        click.echo(textwrap.fill(row["abstract"][:240] + "…", 100, initial_indent="  ", subsequent_indent="  "))
+        click.echo(f"  generated: {title}\n  real:      {row['title']}\n")
+    click.echo(f"{len(rows)} titles in {seconds:.1f} s")
 
 
 @cli.command()
