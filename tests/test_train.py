@@ -99,3 +99,28 @@ def test_kill_9_and_resume_reaches_the_same_step(tiny_model_dir, train_file, tmp
     assert state["global_step"] == 300
     summary = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
     assert summary["optimizer_steps"] == 300
+
+
+def test_title_only_logits_give_the_standard_loss(tiny_model_dir):
+    """Left padding + logits on the title columns only == HF's full-logits loss on right-padded rows."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+
+    from chatgentitle.prompt import PromptTemplate, encode_example
+    from chatgentitle.train import TitleCollator, make_trainer_class
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    template = PromptTemplate.load("compact")
+    examples = [encode_example(template, tokenizer, a, t, 64) for a, t in (
+        ("we propose a novel method for learning graph neural networks", "robust attention"),
+        ("quantum field theory", "spectra of the deep efficient transformer models"))]
+    expected = []
+    for e in examples:  # one row at a time: no padding at all
+        out = model(input_ids=torch.tensor([e["input_ids"]]), labels=torch.tensor([e["labels"]]))
+        expected.append((out.loss.item(), sum(label != -100 for label in e["labels"][1:])))
+    reference = sum(loss * n for loss, n in expected) / sum(n for _, n in expected)
+    trainer = make_trainer_class()(model=model, args=TrainingArguments("unused", report_to="none", use_cpu=True))
+    with torch.no_grad():
+        ours = trainer.compute_loss(model, TitleCollator(tokenizer.pad_token_id)(examples))
+    assert ours.item() == pytest.approx(reference, rel=1e-5)

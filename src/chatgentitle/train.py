@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 
 from chatgentitle.config import TrainConfig
-from chatgentitle.prompt import PromptTemplate, encode_example
+from chatgentitle.prompt import IGNORE_INDEX, PromptTemplate, encode_example
 from chatgentitle.records import open_binary
 
 METRICS_FILE = "metrics.jsonl"
@@ -78,6 +78,60 @@ def encode_all(examples, template: PromptTemplate, tokenizer, cfg: TrainConfig) 
         )
         for instruction, abstract, title in examples
     ]
+
+
+class TitleCollator:
+    """Left-pads a batch so every title ends in the last column.
+
+    Then the labelled tokens of every row sit in the last few columns and the trainer asks the
+    model for logits there only (see TitleTrainer). Position ids count real tokens, so a padded
+    row sees exactly the positions it would see alone.
+    """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 8):
+        self.pad_token_id = pad_token_id
+        self.multiple = pad_to_multiple_of  # multiples of 8 suit tensor cores and AMX tiles
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        width = -(-width // self.multiple) * self.multiple
+        batch = {"input_ids": [], "attention_mask": [], "labels": [], "position_ids": []}
+        for f in features:
+            pad = width - len(f["input_ids"])
+            batch["input_ids"].append([self.pad_token_id] * pad + f["input_ids"])
+            batch["attention_mask"].append([0] * pad + [1] * len(f["input_ids"]))
+            batch["labels"].append([IGNORE_INDEX] * pad + f["labels"])
+            batch["position_ids"].append([0] * pad + list(range(len(f["input_ids"]))))
+        return {k: torch.tensor(v) for k, v in batch.items()}
+
+
+def make_trainer_class():
+    """Trainer whose loss computes vocabulary logits only for the labelled (title) positions."""
+    import torch
+    from transformers import Trainer
+
+    class TitleTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.pop("labels")
+            length = labels.shape[1]
+            labelled = labels != IGNORE_INDEX
+            # columns from the first labelled token on; with the prompt masked that is the title,
+            # ~10% of the tokens, so the vocabulary projection (49k x 576 for SmolLM2) shrinks 10x
+            first = int(labelled.float().argmax(dim=1)[labelled.any(dim=1)].min()) if labelled.any() else 0
+            span = min(length - max(first, 1), length - 1)
+            outputs = model(**inputs, logits_to_keep=span + 1)
+            logits = outputs.logits[:, :-1, :].float()  # logits at column t predict the token at t + 1
+            targets = labels[:, length - span:]
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device),
+                ignore_index=IGNORE_INDEX, reduction="sum",
+            )
+            loss = loss / (num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum())
+            return (loss, outputs) if return_outputs else loss
+
+    return TitleTrainer
 
 
 def last_complete_checkpoint(output_dir: Path) -> str | None:
@@ -149,7 +203,7 @@ def train(cfg: TrainConfig) -> Path:
     """Fine-tune a LoRA adapter as `cfg` says; returns the run dir."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
 
     from chatgentitle.modeling import load_base, pick_device, resolve_dtype
 
@@ -216,13 +270,12 @@ def train(cfg: TrainConfig) -> Path:
         report_to="none",
         ddp_find_unused_parameters=False if world > 1 else None,
     )
-    trainer = Trainer(
+    trainer = make_trainer_class()(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
-        # pads input_ids with pad, labels with -100; multiples of 8 suit tensor cores and AMX tiles
-        data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt"),
+        data_collator=TitleCollator(tokenizer.pad_token_id),
         callbacks=[make_metrics_logger(run_dir)],
     )
 
