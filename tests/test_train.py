@@ -124,3 +124,16 @@ def test_title_only_logits_give_the_standard_loss(tiny_model_dir):
     with torch.no_grad():
         ours = trainer.compute_loss(model, TitleCollator(tokenizer.pad_token_id)(examples))
     assert ours.item() == pytest.approx(reference, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_torchrun_data_parallel(tiny_model_dir, train_file, tmp_path):
+    """The same command under torchrun: 2 CPU processes (gloo), one adapter, collective eval."""
+    out = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "chatgentitle"]
+    args = train_args(tiny_model_dir, train_file, out, "--max-steps", "4", "--batch-size", "8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*torchrun, *args], check=True, capture_output=True, env=env, timeout=300)
+    summary = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
+    assert summary["optimizer_steps"] == 4 and "final_eval_loss" in summary
+    assert (out / "adapter_model.safetensors").is_file()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -241,7 +242,7 @@ def train(cfg: TrainConfig) -> Path:
     train_set = encode_all(examples, template, tokenizer, cfg)
     val_set = encode_all(val_examples, template, tokenizer, cfg) if val_examples else None
 
-    world = int(torch.distributed.get_world_size()) if torch.distributed.is_initialized() else 1
+    world = int(os.environ.get("WORLD_SIZE", 1))  # set by torchrun / accelerate launch
     accumulation = max(1, cfg.batch_size // (cfg.micro_batch_size * world))
     bf16 = dtype == torch.bfloat16
     args = TrainingArguments(
@@ -286,6 +287,8 @@ def train(cfg: TrainConfig) -> Path:
         (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a fresh run starts a fresh log
     trainer.train(resume_from_checkpoint=resume)
 
+    # evaluate is collective under DDP: every rank takes part, rank 0 writes
+    final_eval_loss = trainer.evaluate()["eval_loss"] if val_set else None
     if trainer.is_world_process_zero():
         model.save_pretrained(run_dir)
         template.save(run_dir)
@@ -293,9 +296,9 @@ def train(cfg: TrainConfig) -> Path:
         summary = {"train_examples": len(train_set), "val_examples": len(val_examples),
                    "optimizer_steps": trainer.state.global_step,
                    "tokens_seen": trainer.state.num_input_tokens_seen}
-        if val_set:
-            summary["final_eval_loss"] = trainer.evaluate()["eval_loss"]
-            summary["final_eval_perplexity"] = math.exp(summary["final_eval_loss"])
+        if final_eval_loss is not None:
+            summary["final_eval_loss"] = final_eval_loss
+            summary["final_eval_perplexity"] = math.exp(final_eval_loss)
         with open(run_dir / METRICS_FILE, "a") as handle:
             handle.write(json.dumps({"summary": summary, "config": asdict(cfg)}) + "\n")
         plot_losses(run_dir)
