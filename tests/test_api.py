@@ -23,14 +23,15 @@ def test_one_and_many_abstracts(client):
     one = client.post("/v1/titles", json={"abstract": ABSTRACT})
     assert one.status_code == 200
     assert one.json()["results"][0]["title"] == "We Propose A Candidate 0"
-    many = client.post("/v1/titles", json={"abstracts": [ABSTRACT, "deep models for images"], "num_candidates": 3})
+    many = client.post("/v1/titles", json={"abstracts": [ABSTRACT, "deep models for images"],
+                                            "options": {"num_candidates": 3}})
     results = many.json()["results"]
     assert len(results) == 2 and len(results[1]["candidates"]) == 3
     assert {"score", "faithfulness", "cliches"} <= set(results[1]["candidates"][0])
 
 
 def test_options_reach_the_generator(client, fake_generator):
-    client.post("/v1/titles", json={"abstract": ABSTRACT, "num_beams": 4, "max_new_tokens": 7})
+    client.post("/v1/titles", json={"abstract": ABSTRACT, "options": {"num_beams": 4, "max_new_tokens": 7}})
     options = fake_generator.calls[-1][1]
     assert options.num_beams == 4 and options.max_new_tokens == 7
 
@@ -47,7 +48,8 @@ def test_options_reach_the_generator(client, fake_generator):
         ({"abstracts": [ABSTRACT] * 33}, 422),
         ({"abstract": "x" * (MAX_ABSTRACT_CHARS + 1)}, 422),
         ({"abstract": ABSTRACT, "abstracts": [ABSTRACT]}, 422),
-        ({"abstract": ABSTRACT, "num_beams": 0}, 422),
+        ({"abstract": ABSTRACT, "options": {"num_beams": 0}}, 422),
+        ({"abstract": ABSTRACT, "options": {"do_sample": True, "temperature": 0}}, 422),
         ({"abstract": ABSTRACT, "unknown": 1}, 422),
     ],
 )

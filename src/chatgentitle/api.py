@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -36,14 +36,9 @@ class TitleRequest(BaseModel):
     abstract: str | None = Field(None, description="One abstract.")
     abstracts: list[str] | None = Field(None, description=f"Up to {MAX_ABSTRACTS} abstracts.")
     instruction: str | None = Field(None, max_length=2000, description="Overrides the model's instruction.")
-    max_new_tokens: int = 40
-    num_beams: int = 1
-    do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 50
-    repetition_penalty: float = 1.1
-    num_candidates: int = Field(1, description="Distinct ranked candidates per abstract (1-16).")
+    options: GenerationOptions = Field(default_factory=GenerationOptions,
+                                       description="Decoding: max_new_tokens, num_beams, do_sample, temperature, "
+                                                   "top_p, top_k, repetition_penalty, num_candidates.")
 
     @model_validator(mode="after")
     def one_of_abstract_or_abstracts(self):
@@ -63,10 +58,6 @@ class TitleRequest(BaseModel):
 
     def items(self) -> list[str]:
         return [self.abstract] if self.abstract is not None else list(self.abstracts)
-
-    def options(self) -> GenerationOptions:
-        names = {f.name for f in fields(GenerationOptions)}
-        return GenerationOptions(**{k: v for k, v in self.model_dump().items() if k in names})
 
 
 class MicroBatcher:
@@ -147,10 +138,7 @@ def create_app(generator, ranker: Ranker | None = None, api_key: str | None = No
 
     @app.post("/v1/titles", dependencies=[Depends(check_key)])
     async def titles(body: TitleRequest):
-        try:
-            options = body.options()
-        except ValueError as err:
-            raise HTTPException(status_code=422, detail=str(err)) from None
+        options = body.options
         abstracts = body.items()
         began = time.perf_counter()
         try:
