@@ -22,6 +22,8 @@ def test_rouge_on_hand_checked_pairs():
     assert s[0].exact == 0 and s[1].exact == 100  # normalised: case and final period ignored
     assert s[0].copy_rate == pytest.approx(100 * 2 / 3)  # "network" is not verbatim in the abstract
     assert s[1].duplicate == 100 and s[0].duplicate == 0
+    assert s[0].repeated == 0
+    assert score_pairs(["deep models and deep models"], ["x"], ["y"])[0].repeated == 100
     summary = summarise(s, preds, refs)
     assert summary["rouge1"] == pytest.approx(87.5) and summary["exact"] == 50
     assert summary["mean_words"] == 2.5 and summary["reference_mean_words"] == 3.5

@@ -29,6 +29,8 @@ class PaperScore:
     copy_rate: float
     cliche: float
     duplicate: float
+    repeated: float
+    """100 when a word pair occurs twice in the title (degenerate repetition)."""
     similarity: float | None = None
 
 
@@ -49,9 +51,16 @@ def score_pairs(predictions: list[str], references: list[str], abstracts: list[s
             words=len(words(pred)), copy_rate=100 * copy_rate(pred, abstract),
             cliche=100.0 * bool(cliches_in(pred)),
             duplicate=100.0 * bool(known and known.match(pred)),
+            repeated=100.0 * has_repeated_bigram(pred),
             similarity=100 * similarities[i] if similarities else None,
         ))
     return scores
+
+
+def has_repeated_bigram(title: str) -> bool:
+    tokens = words(title)
+    pairs = list(zip(tokens, tokens[1:], strict=False))
+    return len(pairs) != len(set(pairs))
 
 
 def summarise(scores: list[PaperScore], predictions: list[str], references: list[str]) -> dict:
@@ -61,7 +70,7 @@ def summarise(scores: list[PaperScore], predictions: list[str], references: list
     if not scores:
         return {}
     summary = {name: statistics.fmean(getattr(s, name) for s in scores)
-               for name in ("rouge1", "rouge2", "rougeL", "exact", "copy_rate", "cliche", "duplicate")}
+               for name in ("rouge1", "rouge2", "rougeL", "exact", "copy_rate", "cliche", "duplicate", "repeated")}
     summary["bleu"] = sacrebleu.corpus_bleu(predictions, [references]).score
     if scores[0].similarity is not None:
         summary["similarity"] = statistics.fmean(s.similarity for s in scores)

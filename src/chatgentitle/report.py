@@ -23,7 +23,7 @@ from chatgentitle.records import Paper, read_papers, write_atomic, write_jsonl
 BASELINES = ("lead-1", "zero-shot")
 TABLE_METRICS = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("bleu", "BLEU"),
                  ("similarity", "SemSim"), ("exact", "Exact"), ("mean_words", "Words"), ("copy_rate", "Copy%"),
-                 ("cliche", "Cliché%"), ("duplicate", "Dup%"))
+                 ("cliche", "Cliché%"), ("duplicate", "Dup%"), ("repeated", "Repeat%"))
 
 
 class PredictionError(ValueError):
