@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -23,6 +24,7 @@ from chatgentitle.prompt import SEED_INSTRUCTION
 from chatgentitle.records import BadLines, Paper, atomic_path, write_atomic
 
 SPLITS = ("train", "val", "test")
+RESERVOIR = 20_000  # papers whose lengths give the percentiles in stats.json
 
 # The seed project's subsets (ChatGenTitle's LLaMa-Lora-7B-3 / -cs adapters), by name.
 PRESETS: dict[str, dict] = {
@@ -123,14 +125,21 @@ class Stats:
         self.split_counts: Counter[str] = Counter()
         self.title_chars: list[int] = []
         self.abstract_chars: list[int] = []
+        self.rng = random.Random(0)
 
     def keep(self, split: str, paper: Paper) -> None:
         self.split_counts[split] += 1
         self.categories[paper.primary_category] += 1
-        # lengths are sampled (every 16th paper) so memory stays flat on the full snapshot
-        if sum(self.split_counts.values()) % 16 == 1:
-            self.title_chars.append(len(paper.title))
-            self.abstract_chars.append(len(paper.abstract))
+        # a fixed-size reservoir of lengths (Algorithm R, seeded) keeps memory flat on any input
+        kept = sum(self.split_counts.values())
+        slot = kept - 1 if kept <= RESERVOIR else self.rng.randrange(kept)
+        if slot < RESERVOIR:
+            if kept <= RESERVOIR:
+                self.title_chars.append(len(paper.title))
+                self.abstract_chars.append(len(paper.abstract))
+            else:
+                self.title_chars[slot] = len(paper.title)
+                self.abstract_chars[slot] = len(paper.abstract)
 
     def to_dict(self, bad: BadLines, cfg: PrepareConfig) -> dict:
         return {
