@@ -20,7 +20,7 @@ demo: $(STAMP)  ## titles for the packaged sample abstracts with the packaged de
 	$(BIN)/chatgentitle generate --samples
 
 test: $(STAMP)  ## lint + the test suite
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
 .PHONY: install demo test
