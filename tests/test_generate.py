@@ -145,3 +145,17 @@ def test_export_merged_checkpoint_matches_adapter(run_dir, tmp_path, generator):
     x = torch.tensor([[5, 6, 7, 8]])
     with torch.inference_mode():
         assert torch.allclose(merged(x).logits, generator.model(x).logits, atol=1e-5)
+
+
+def test_packaged_default_adapter_is_complete():
+    from safetensors import safe_open
+
+    from chatgentitle.generate import default_adapter_dir, describe_run
+
+    folder = default_adapter_dir()
+    assert folder is not None
+    base, template, cutoff = describe_run(folder)
+    assert (base, template.name, cutoff) == ("smollm2-135m", "compact", 256)
+    assert (folder / "adapter_model.safetensors").stat().st_size < 20e6
+    with safe_open(folder / "adapter_model.safetensors", "pt") as weights:
+        assert any("lora_A" in key for key in weights.keys())
