@@ -66,7 +66,8 @@ class OAIServer:
                     server.requests.append((time.monotonic(), params))
                     fault = server.faults.popleft() if server.faults else None
                     if fault == "badtoken" and "resumptionToken" not in params:
-                        fault = None  # only a request with a token can have an expired one
+                        server.faults.appendleft(fault)  # only a request with a token can have an
+                        fault = None  # expired one: keep it for the next such request
                     if fault:
                         server.injected[fault] = server.injected.get(fault, 0) + 1
                 server.answer(self, params, fault)

@@ -17,8 +17,9 @@ from chatgentitle.store import PaperStore
 
 
 def fast_fetcher(**kw):
-    # local server: no politeness delay needed, tiny backoff, short timeout for the stall fault
-    return arxiv.Fetcher(delay_seconds=kw.pop("delay_seconds", 0.0), timeout_seconds=kw.pop("timeout", 0.5),
+    # local server: no politeness delay needed, tiny backoff; the timeout is generous so that a
+    # busy machine never times out a normal answer (only the stall fault is meant to)
+    return arxiv.Fetcher(delay_seconds=kw.pop("delay_seconds", 0.0), timeout_seconds=kw.pop("timeout", 5.0),
                          backoff_seconds=0.01, **kw)
 
 
@@ -33,8 +34,9 @@ def stored_ids(store):
 def test_harvest_with_every_fault_loses_and_duplicates_nothing(tmp_path):
     records = make_records(20)
     faults = ["503", None, "timeout", "reset", None, "truncate", "malformed", "500", None, "badtoken", None]
-    with OAIServer(records, page_size=3, faults=faults) as server, PaperStore(tmp_path / "p.db") as store:
-        report = arxiv.harvest(store, fast_fetcher(), server.url, ("cs.AI", "cs.CV", "cs.LG"))
+    with OAIServer(records, page_size=3, faults=faults, stall_seconds=3.0) as server, \
+            PaperStore(tmp_path / "p.db") as store:
+        report = arxiv.harvest(store, fast_fetcher(timeout=1.0), server.url, ("cs.AI", "cs.CV", "cs.LG"))
         ids = stored_ids(store)
         assert ids == expected(records)  # nothing lost, nothing twice (ids are the primary key, sorted)
         assert report.restarts == 1
