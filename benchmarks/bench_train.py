@@ -45,7 +45,7 @@ def run(args: list[str], out: Path) -> dict:
     if status:
         sys.exit(f"training failed: {args}")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    runtime = next(r["train_runtime"] for r in rows if "train_runtime" in r)
+    runtime = next(r["train_runtime"] for r in rows if "train_loss" in r)  # the end-of-training log
     summary = rows[-1]["summary"]
     return {"seconds": runtime, "tokens": summary["tokens_seen"], "steps": summary["optimizer_steps"],
             "peak_mb": usage.ru_maxrss // 1024}
