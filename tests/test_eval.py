@@ -79,7 +79,7 @@ def test_eval_report_with_a_model_lead_1_and_predictions(tmp_path, test_file, ti
     assert {"report.md", "report.html", "scores.json", "predictions.jsonl", "metrics.png", "title_lengths.png",
             "predictions", "papers.jsonl"} <= names
     scores = json.loads((out / "scores.json").read_text())
-    assert list(scores["systems"]) == ["chatgpt", "lead-1", "tiny"]
+    assert list(scores["systems"]) == ["tiny", "chatgpt", "lead-1"]
     assert scores["systems"]["chatgpt"]["exact"] == 50.0 and scores["systems"]["chatgpt"]["rougeL"] == 50.0
     assert set(scores["by_category"]["lead-1"]) == {"cs.LG", "physics"}
     report = (out / "report.md").read_text()

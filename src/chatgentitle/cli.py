@@ -523,6 +523,9 @@ def evaluate(data_path, models, baselines, prediction_files, out_dir, limit, bat
         click.echo(f"{name}: {written} titles generated, {skipped} from the previous run", err=True)
         systems[name] = report.read_predictions(cache, ids)[0]
         del generator
+    # models first (the report's examples follow the first system), then baselines and files
+    order = [name for name, _ in runs] + [name for name in systems if name not in dict(runs)]
+    systems = {name: systems[name] for name in order}
     known = None
     if db:
         from chatgentitle.ranking import KnownTitles
