@@ -84,14 +84,19 @@ def _unit_hash(*parts: object) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+# punctuation -> space, except $ and \\ which carry LaTeX (str.translate runs in C: fast)
+_PUNCTUATION = str.maketrans({c: " " for c in "!\"#%&'()*+,-./:;<=>?@[]^_`{|}~"})
+
+
 def _content_key(paper: Paper) -> int:
-    normal = " ".join(re.sub(r"[^\w$\\]+", " ", f"{paper.title} || {paper.abstract}".lower()).split())
+    normal = " ".join(f"{paper.title} || {paper.abstract}".lower().translate(_PUNCTUATION).split())
     return int.from_bytes(hashlib.blake2b(normal.encode(), digest_size=8).digest(), "big")
 
 
 def drop_reason(paper: Paper, cfg: PrepareConfig) -> str | None:
     """Why this paper is not kept, or None to keep it (deduplication aside)."""
-    if WITHDRAWN.search(paper.abstract[:300]) or paper.title.lower().startswith("withdrawn"):
+    head = paper.abstract[:300]
+    if ("withdrawn" in head.lower() and WITHDRAWN.search(head)) or paper.title.lower().startswith("withdrawn"):
         return "withdrawn"
     if not cfg.min_abstract_chars <= len(paper.abstract) <= cfg.max_abstract_chars:
         return "abstract_length"
@@ -273,7 +278,8 @@ class SplitWriter:
         for fmt in self.cfg.formats:
             handle = self._files[(split, fmt)]
             if fmt == "jsonl":
-                handle.write(orjson.dumps({k: v for k, v in asdict(paper).items() if k != "authors"}))
+                handle.write(orjson.dumps({"id": paper.id, "title": paper.title, "abstract": paper.abstract,
+                                           "categories": paper.categories, "update_date": paper.update_date}))
                 handle.write(b"\n")
             else:
                 if not self._alpaca_first[split]:

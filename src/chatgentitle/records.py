@@ -14,7 +14,7 @@ import re
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -41,7 +41,7 @@ class Paper:
         return self.categories.split(" ", 1)[0] if self.categories else ""
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps({name: getattr(self, name) for name in self.__slots__})
 
 
 def clean_text(text: str) -> str:
