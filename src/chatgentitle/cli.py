@@ -314,16 +314,21 @@ def make_options(num_candidates=1, **decoding):
         raise UserError(str(err)) from None
 
 
+def known_titles(db):
+    """Titles of the papers in a crawl store, for the uniqueness check (None without --db)."""
+    if not db:
+        return None
+    from chatgentitle.ranking import KnownTitles
+    from chatgentitle.store import PaperStore
+
+    with PaperStore(db) as store:
+        return KnownTitles(store.titles())
+
+
 def make_ranker(db):
-    from chatgentitle.ranking import Embedder, KnownTitles, Ranker
+    from chatgentitle.ranking import Embedder, Ranker
 
-    known = None
-    if db:
-        from chatgentitle.store import PaperStore
-
-        with PaperStore(db) as store:
-            known = KnownTitles(store.titles())
-    return Ranker(Embedder.load(), known)
+    return Ranker(Embedder.load(), known_titles(db))
 
 
 @cli.command()
@@ -526,16 +531,10 @@ def evaluate(data_path, models, baselines, prediction_files, out_dir, limit, bat
     # models first (the report's examples follow the first system), then baselines and files
     order = [name for name, _ in runs] + [name for name in systems if name not in dict(runs)]
     systems = {name: systems[name] for name in order}
-    known = None
-    if db:
-        from chatgentitle.ranking import KnownTitles
-        from chatgentitle.store import PaperStore
-
-        with PaperStore(db) as store:
-            known = KnownTitles(store.titles())
     from chatgentitle.ranking import Embedder
 
-    result = report.evaluate(papers, systems, out_dir, known=known, embedder=Embedder.load(), problems=problems)
+    result = report.evaluate(papers, systems, out_dir, known=known_titles(db), embedder=Embedder.load(),
+                             problems=problems)
     for problem in problems:
         click.echo(f"warning: {problem}", err=True)
     for name, summary in result["systems"].items():

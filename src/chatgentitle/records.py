@@ -182,11 +182,3 @@ def write_jsonl(path: Path, rows: Iterable[dict | Paper]) -> int:
 
     write_atomic(path, write)
     return count
-
-
-def read_jsonl(path: Path) -> Iterator[dict]:
-    """Plain JSON lines as dicts (for files this project wrote itself)."""
-    with open_binary(Path(path)) as stream:
-        for raw in stream:
-            if raw.strip():
-                yield orjson.loads(raw)
