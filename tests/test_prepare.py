@@ -59,8 +59,8 @@ def test_every_kind_of_bad_line_is_reported_and_good_lines_kept(tmp_path):
     out = result.output
     assert f"{src}:2: invalid JSON" in out
     assert f"{src}:3: missing field 'title'" in out
-    assert f"{src}:4: field 'abstract' should be a string, got list" in out
-    assert f"{src}:6: expected a JSON object, got list" in out
+    assert f"{src}:4: field 'abstract' should be a string, got array" in out
+    assert f"{src}:6: expected a JSON object, got array" in out
     assert f"{src}:7: undecodable bytes (not UTF-8)" in out
     assert len(lines(tmp_path / "out" / "train.jsonl")) == 3
     assert json.loads((tmp_path / "out" / "stats.json").read_text())["bad_lines"] == 5

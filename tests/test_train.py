@@ -68,6 +68,38 @@ def test_adapter_reload_gives_the_same_logits(tiny_model_dir, train_file, tmp_pa
     assert torch.equal(after, again)
 
 
+
+def test_init_adapter_warm_starts_from_a_run_dir(tiny_model_dir, train_file, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from chatgentitle.train import TrainError, load_adapter_weights
+
+    first = tmp_path / "first"
+    assert CliRunner().invoke(cli, train_args(tiny_model_dir, train_file, first, "--max-steps", "2")).exit_code == 0
+    saved = load_file(first / "adapter_model.safetensors")
+
+    def fresh(**lora):
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        return get_peft_model(base, LoraConfig(task_type="CAUSAL_LM", **lora))
+
+    model = fresh(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
+    load_adapter_weights(model, first)
+    loaded = get_peft_model_state_dict(model)
+    assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
+    with pytest.raises(TrainError, match="does not fit"):
+        load_adapter_weights(fresh(r=4, target_modules=["q_proj", "v_proj"]), first)
+    with pytest.raises(TrainError, match="not a PEFT adapter"):
+        load_adapter_weights(model, tmp_path)
+    # and through the CLI: a second run continues from the first one's weights
+    second = tmp_path / "second"
+    result = CliRunner().invoke(cli, train_args(tiny_model_dir, train_file, second, "--max-steps", "1",
+                                                "--init-adapter", str(first)))
+    assert result.exit_code == 0, result.output
+
+
 def test_alpaca_json_data_and_bad_data(tmp_path):
     alpaca = tmp_path / "train.json"
     alpaca.write_text(json.dumps([{"instruction": "Write", "input": "An abstract", "output": "A title"}]))

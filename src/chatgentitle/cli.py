@@ -124,6 +124,7 @@ def _with_progress(iterable, unit: str):
 @click.option("--train-on-inputs/--no-train-on-inputs", default=None, help="Loss on the prompt too.")
 @click.option("--group-by-length/--no-group-by-length", default=None)
 @click.option("--resume-from-checkpoint", help='A checkpoint dir, or "last".')
+@click.option("--init-adapter", help="Start from this adapter's weights (a run dir) instead of a fresh LoRA.")
 @click.option("--prompt-template", help="alpaca, compact, chat, or a template JSON file.")
 @click.option("--max-steps", type=int)
 @click.option("--max-examples", type=int)

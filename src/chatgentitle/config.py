@@ -39,6 +39,7 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
+    """Dropout on the LoRA inputs; 0 is about 25% faster on CPU (random masks are costly there)."""
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     """Module names that get LoRA adapters; ["all-linear"] adapts every linear layer."""
     train_on_inputs: bool = False
@@ -47,6 +48,8 @@ class TrainConfig:
     """Batch examples of similar length together: much less padding, same examples."""
     resume_from_checkpoint: str | None = None
     """A checkpoint dir, or "last" for the newest complete checkpoint in output_dir."""
+    init_adapter: str | None = None
+    """Start from this PEFT adapter's weights (same rank and targets) instead of a fresh LoRA."""
     prompt_template: str = "alpaca"
     """Packaged template name (alpaca, compact, chat) or a template JSON file; saved with the adapter."""
     max_steps: int = -1

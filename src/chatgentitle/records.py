@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import orjson
+from isal import igzip, isal_zlib
 
 # arXiv ids carry a version suffix in some sources ("2104.12255v1"); versions are one paper.
 _VERSION = re.compile(r"v\d+$")
@@ -34,7 +36,6 @@ class Paper:
     abstract: str
     categories: str = ""  # space-separated, primary first, as in the snapshot ("cs.CL cs.LG")
     update_date: str = ""  # YYYY-MM-DD
-    authors: str = ""
 
     @property
     def primary_category(self) -> str:
@@ -58,35 +59,52 @@ class BadRecord(ValueError):
     """A line that is not a usable paper; the message says which field is wrong."""
 
 
-def paper_from_dict(obj: object) -> Paper:
-    """Build a Paper from a snapshot/JSONL object, checking the fields title generation needs."""
-    if not isinstance(obj, dict):
-        raise BadRecord(f"expected a JSON object, got {type(obj).__name__}")
-    fields = {}
+class _Record(msgspec.Struct):
+    """The snapshot fields title generation needs; the decoder skips all others (authors_parsed,
+    versions, ...) without building them, which is most of the speed of `prepare`."""
+
+    id: str | None = None
+    title: str | None = None
+    abstract: str | None = None
+    categories: str | list[str] | None = None  # a list is tolerated (some exports)
+    update_date: str | None = None
+
+
+_decode_record = msgspec.json.Decoder(_Record).decode
+_WRONG_TYPE = re.compile(r"Expected `[^`]+`, got `(\w+)`(?: - at `\$\.(\w+)`)?")
+
+
+def paper_from_json(raw: bytes) -> Paper:
+    """Decode one JSON line into a Paper; BadRecord says what is wrong with the line."""
+    try:
+        record = _decode_record(raw)
+    except msgspec.ValidationError as err:
+        wrong = _WRONG_TYPE.match(str(err))
+        if wrong and wrong.group(2):
+            raise BadRecord(f"field {wrong.group(2)!r} should be a string, got {wrong.group(1)}") from None
+        if wrong:
+            raise BadRecord(f"expected a JSON object, got {wrong.group(1)}") from None
+        raise BadRecord(str(err)) from None
+    except UnicodeDecodeError:
+        raise BadRecord("undecodable bytes (not UTF-8)") from None
+    except msgspec.DecodeError:
+        try:
+            raw.decode()
+        except UnicodeDecodeError:
+            raise BadRecord("undecodable bytes (not UTF-8)") from None
+        raise BadRecord("invalid JSON") from None
     for name in ("id", "title", "abstract"):
-        value = obj.get(name)
-        if value is None:
+        if getattr(record, name) is None:
             raise BadRecord(f"missing field {name!r}")
-        if not isinstance(value, str):
-            raise BadRecord(f"field {name!r} should be a string, got {type(value).__name__}")
-        fields[name] = value
-    optional = {}
-    for name in ("categories", "update_date", "authors"):
-        value = obj.get(name)
-        if value is None:
-            value = ""
-        if isinstance(value, list):  # tolerate categories as a list
-            value = " ".join(map(str, value))
-        if not isinstance(value, str):
-            raise BadRecord(f"field {name!r} should be a string, got {type(value).__name__}")
-        optional[name] = value
+    categories = record.categories or ""
+    if isinstance(categories, list):
+        categories = " ".join(categories)
     return Paper(
-        id=base_id(fields["id"]),
-        title=clean_text(fields["title"]),
-        abstract=clean_text(fields["abstract"]),
-        categories=clean_text(optional["categories"]),
-        update_date=optional["update_date"].strip()[:10],
-        authors=clean_text(optional["authors"]),
+        id=base_id(record.id),
+        title=clean_text(record.title),
+        abstract=clean_text(record.abstract),
+        categories=clean_text(categories),
+        update_date=(record.update_date or "").strip()[:10],
     )
 
 
@@ -114,7 +132,8 @@ def open_binary(path: Path):
     """Open a plain or gzip file for reading bytes (gzip is detected by its magic number)."""
     with open(path, "rb") as probe:
         magic = probe.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+    # ISA-L's gzip reader: the same format, about 3x faster to decompress than the stdlib's
+    return igzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
 def read_papers(paths: Iterable[Path], bad: BadLines | None = None) -> Iterator[Paper]:
@@ -133,14 +152,10 @@ def read_papers(paths: Iterable[Path], bad: BadLines | None = None) -> Iterator[
                     if not raw.strip():
                         continue
                     try:
-                        yield paper_from_dict(orjson.loads(raw))
-                    except orjson.JSONDecodeError as err:
-                        # orjson rejects invalid UTF-8 too; say which it was
-                        why = "undecodable bytes (not UTF-8)" if "utf-8" in str(err).lower() else "invalid JSON"
-                        bad.add(f"{path}:{line_no}", why)
+                        yield paper_from_json(raw)
                     except BadRecord as err:
                         bad.add(f"{path}:{line_no}", str(err))
-            except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+            except (EOFError, gzip.BadGzipFile, zlib.error, isal_zlib.error) as err:
                 bad.add(f"{path}:{line_no + 1}", f"truncated or corrupt gzip ({err})")
 
 

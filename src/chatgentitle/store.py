@@ -146,9 +146,8 @@ class PaperStore:
             yield _snapshot(row)
 
     def papers(self) -> Iterator[Paper]:
-        for row in self.db.execute("SELECT id, title, abstract, categories, update_date, authors FROM papers"):
-            yield Paper(row["id"], row["title"], row["abstract"], row["categories"] or "",
-                        row["update_date"] or "", row["authors"] or "")
+        for row in self.db.execute("SELECT id, title, abstract, categories, update_date FROM papers"):
+            yield Paper(row["id"], row["title"], row["abstract"], row["categories"] or "", row["update_date"] or "")
 
     def titles(self) -> Iterator[str]:
         for (title,) in self.db.execute("SELECT title FROM papers"):

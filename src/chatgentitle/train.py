@@ -33,6 +33,10 @@ class DataError(ValueError):
     """Training data that cannot be used; the message names the file and line."""
 
 
+class TrainError(ValueError):
+    """A training option that cannot work, e.g. an init adapter of another shape."""
+
+
 def load_examples(path: str | Path) -> list[tuple[str | None, str, str]]:
     """(instruction, abstract, title) triples from prepare's JSONL or an alpaca JSON file."""
     path = Path(path)
@@ -200,6 +204,24 @@ def plot_losses(run_dir: Path) -> Path:
     return run_dir / LOSS_PLOT
 
 
+def load_adapter_weights(model, adapter_dir: str | Path) -> None:
+    """Warm start: copy a saved adapter's LoRA weights into the fresh PEFT model."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(adapter_dir) / "adapter_model.safetensors"
+    if not path.is_file():
+        raise TrainError(f"{adapter_dir}: no adapter_model.safetensors (not a PEFT adapter dir)")
+    try:
+        result = set_peft_model_state_dict(model, load_file(path))
+    except RuntimeError as error:  # shape mismatch: another rank
+        first_line = str(error).splitlines()[0]
+        raise TrainError(f"{adapter_dir}: adapter does not fit this LoRA config ({first_line})") from None
+    if result.unexpected_keys:
+        raise TrainError(f"{adapter_dir}: adapter has modules this LoRA config lacks, "
+                         f"e.g. {result.unexpected_keys[0]}: use the same lora_target_modules")
+
+
 def train(cfg: TrainConfig) -> Path:
     """Fine-tune a LoRA adapter as `cfg` says; returns the run dir."""
     import torch
@@ -229,6 +251,8 @@ def train(cfg: TrainConfig) -> Path:
         target_modules=targets, bias="none", task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
+    if cfg.init_adapter:
+        load_adapter_weights(model, cfg.init_adapter)
 
     if cfg.val_data:
         val_examples = load_examples(cfg.val_data)
