@@ -311,8 +311,12 @@ def train(cfg: TrainConfig) -> Path:
         (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a fresh run starts a fresh log
     trainer.train(resume_from_checkpoint=resume)
 
-    # evaluate is collective under DDP: every rank takes part, rank 0 writes
-    final_eval_loss = trainer.evaluate()["eval_loss"] if val_set else None
+    # Trainer has often just evaluated at the last step; otherwise evaluate now (collective under
+    # DDP: every rank has the same log history, so all take the same branch; rank 0 writes).
+    final_eval_loss = next((log["eval_loss"] for log in reversed(trainer.state.log_history)
+                            if "eval_loss" in log and log.get("step") == trainer.state.global_step), None)
+    if val_set and final_eval_loss is None:
+        final_eval_loss = trainer.evaluate()["eval_loss"]
     if trainer.is_world_process_zero():
         model.save_pretrained(run_dir)
         template.save(run_dir)
