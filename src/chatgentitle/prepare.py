@@ -280,8 +280,7 @@ class SplitWriter:
         for fmt in self.cfg.formats:
             handle = self._files[(split, fmt)]
             if fmt == "jsonl":
-                handle.write(orjson.dumps({"id": paper.id, "title": paper.title, "abstract": paper.abstract,
-                                           "categories": paper.categories, "update_date": paper.update_date}))
+                handle.write(paper.to_json())
                 handle.write(b"\n")
             else:
                 if not self._alpaca_first[split]:

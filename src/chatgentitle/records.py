@@ -12,7 +12,6 @@ import gzip
 import os
 import re
 import tempfile
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,9 +84,7 @@ def paper_from_json(raw: bytes) -> Paper:
         if wrong:
             raise BadRecord(f"expected a JSON object, got {wrong.group(1)}") from None
         raise BadRecord(str(err)) from None
-    except UnicodeDecodeError:
-        raise BadRecord("undecodable bytes (not UTF-8)") from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises either for bad UTF-8
         try:
             raw.decode()
         except UnicodeDecodeError:
@@ -155,7 +152,7 @@ def read_papers(paths: Iterable[Path], bad: BadLines | None = None) -> Iterator[
                         yield paper_from_json(raw)
                     except BadRecord as err:
                         bad.add(f"{path}:{line_no}", str(err))
-            except (EOFError, gzip.BadGzipFile, zlib.error, isal_zlib.error) as err:
+            except (EOFError, gzip.BadGzipFile, isal_zlib.error) as err:
                 bad.add(f"{path}:{line_no + 1}", f"truncated or corrupt gzip ({err})")
 
 
