@@ -93,11 +93,15 @@ def test_init_adapter_warm_starts_from_a_run_dir(tiny_model_dir, train_file, tmp
         load_adapter_weights(fresh(r=4, target_modules=["q_proj", "v_proj"]), first)
     with pytest.raises(TrainError, match="not a PEFT adapter"):
         load_adapter_weights(model, tmp_path)
-    # and through the CLI: a second run continues from the first one's weights
+    # and through the CLI: a second run continues from the first one's weights on papers it has not seen
     second = tmp_path / "second"
     result = CliRunner().invoke(cli, train_args(tiny_model_dir, train_file, second, "--max-steps", "1",
-                                                "--init-adapter", str(first)))
+                                                "--init-adapter", str(first), "--skip-examples", "15"))
     assert result.exit_code == 0, result.output
+    summary = json.loads((second / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
+    assert summary["train_examples"] == 24 - 4 - 15  # minus the validation split and the skipped ones
+    result = CliRunner().invoke(cli, train_args(tiny_model_dir, train_file, tmp_path / "none", "--skip-examples", "20"))
+    assert result.exit_code == 1 and "no training examples left after skipping 20" in result.output
 
 
 def test_alpaca_json_data_and_bad_data(tmp_path):

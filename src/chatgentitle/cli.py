@@ -128,6 +128,7 @@ def _with_progress(iterable, unit: str):
 @click.option("--prompt-template", help="alpaca, compact, chat, or a template JSON file.")
 @click.option("--max-steps", type=int)
 @click.option("--max-examples", type=int)
+@click.option("--skip-examples", type=int, help="Skip the first N examples (already seen by --init-adapter).")
 @click.option("--seed", type=int)
 @click.option("--save-steps", type=int)
 @click.option("--eval-steps", type=int)

@@ -55,7 +55,9 @@ class TrainConfig:
     max_steps: int = -1
     """Stop after this many optimizer steps (-1: run num_epochs)."""
     max_examples: int | None = None
-    """Use only the first N training examples (after the validation split)."""
+    """Use only the first N training examples (after the validation split and --skip-examples)."""
+    skip_examples: int = 0
+    """Skip the first N training examples, e.g. those the --init-adapter run already trained on."""
     seed: int = 42
     save_steps: int = 200
     """Save a resumable checkpoint every N optimizer steps."""
@@ -79,6 +81,8 @@ class TrainConfig:
             raise ValueError("cutoff_len must be at least 16 tokens")
         if self.quantize not in (None, "8bit", "4bit"):
             raise ValueError("quantize must be 8bit or 4bit")
+        if self.skip_examples < 0:
+            raise ValueError("skip_examples must be >= 0")
         if isinstance(self.lora_target_modules, str):
             self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
 

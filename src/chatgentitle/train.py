@@ -261,8 +261,11 @@ def train(cfg: TrainConfig) -> Path:
         size = min(cfg.val_set_size, len(examples) // 2)
         val_examples = [examples[i] for i in order[:size]]
         examples = [examples[i] for i in order[size:]]
+    examples = examples[cfg.skip_examples :]
     if cfg.max_examples:
         examples = examples[: cfg.max_examples]
+    if not examples:
+        raise DataError(f"{cfg.data}: no training examples left after skipping {cfg.skip_examples}")
     train_set = encode_all(examples, template, tokenizer, cfg)
     val_set = encode_all(val_examples, template, tokenizer, cfg) if val_examples else None
 
