@@ -60,6 +60,41 @@ def test_beams_and_sampling_give_different_outputs(generator):
     assert len(set(beams)) == len(beams) and len(set(sampled)) == len(sampled)  # distinct
 
 
+def test_no_repeat_ngram_size_forbids_repeated_tokens(generator):
+    options = GenerationOptions(max_new_tokens=12, repetition_penalty=1.0, no_repeat_ngram_size=1)
+    assert options.generate_kwargs()["no_repeat_ngram_size"] == 1
+    assert "no_repeat_ngram_size" not in GenerationOptions().generate_kwargs()
+    title = generator([ABSTRACT], options)[0]
+    ids = generator.tokenizer(title, add_special_tokens=False)["input_ids"]
+    assert ids and len(set(ids)) == len(ids)
+    with pytest.raises(ValueError, match="no_repeat_ngram_size"):
+        GenerationOptions(no_repeat_ngram_size=-1)
+
+
+def test_beam_that_repeats_itself_is_not_chosen(generator):
+    import torch
+
+    class LoopingBeams(torch.nn.Module):
+        """Stands in for the model: its best beam loops, the second does not."""
+
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def generate(self, input_ids, attention_mask, num_return_sequences, **kwargs):
+            beams = ["graph neural graph neural graph neural", "graph neural networks", "a method", "networks"]
+            assert num_return_sequences == len(beams)  # every beam comes back
+            ids = [generator.tokenizer(b, add_special_tokens=False)["input_ids"] for b in beams]
+            width = max(map(len, ids))
+            new = torch.tensor([row + [generator.tokenizer.pad_token_id] * (width - len(row)) for row in ids])
+            return torch.cat([input_ids.repeat(len(beams), 1), new], dim=1)
+
+    looping = TitleGenerator(LoopingBeams(), generator.tokenizer, generator.template)
+    assert looping([ABSTRACT], GenerationOptions(num_beams=4)) == ["graph neural networks"]
+    candidates = looping.generate([ABSTRACT], GenerationOptions(num_beams=4, num_candidates=2))[0]
+    assert candidates == ["graph neural networks", "a method"]
+
+
 def test_stream_yields_growing_title(generator):
     pieces = list(generator.stream(ABSTRACT, GenerationOptions(max_new_tokens=5, repetition_penalty=1.0)))
     assert pieces and pieces[-1] == generator([ABSTRACT], GenerationOptions(max_new_tokens=5,

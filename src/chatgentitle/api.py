@@ -38,7 +38,8 @@ class TitleRequest(BaseModel):
     instruction: str | None = Field(None, max_length=2000, description="Overrides the model's instruction.")
     options: GenerationOptions = Field(default_factory=GenerationOptions,
                                        description="Decoding: max_new_tokens, num_beams, do_sample, temperature, "
-                                                   "top_p, top_k, repetition_penalty, num_candidates.")
+                                                   "top_p, top_k, repetition_penalty, no_repeat_ngram_size, "
+                                                   "num_candidates.")
 
     @model_validator(mode="after")
     def one_of_abstract_or_abstracts(self):

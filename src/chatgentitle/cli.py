@@ -281,15 +281,21 @@ def model_options(func):
 
 
 def generation_options(func):
-    """Decoding options shared by generate and eval."""
+    """Decoding options shared by generate and eval; defaults from GenerationOptions."""
+    from chatgentitle.generate import GenerationOptions  # light: no torch at import
+
+    default = GenerationOptions()
     decorators = [
-        click.option("--max-new-tokens", type=int, default=40, show_default=True),
-        click.option("--num-beams", type=int, default=1, show_default=True),
+        click.option("--max-new-tokens", type=int, default=default.max_new_tokens, show_default=True),
+        click.option("--num-beams", type=int, default=default.num_beams, show_default=True,
+                     help="Beam search width; 1 is greedy decoding (or sampling with --do-sample)."),
         click.option("--do-sample", is_flag=True),
-        click.option("--temperature", type=float, default=0.7, show_default=True),
-        click.option("--top-p", type=float, default=0.9, show_default=True),
-        click.option("--top-k", type=int, default=50, show_default=True),
-        click.option("--repetition-penalty", type=float, default=1.1, show_default=True),
+        click.option("--temperature", type=float, default=default.temperature, show_default=True),
+        click.option("--top-p", type=float, default=default.top_p, show_default=True),
+        click.option("--top-k", type=int, default=default.top_k, show_default=True),
+        click.option("--repetition-penalty", type=float, default=default.repetition_penalty, show_default=True),
+        click.option("--no-repeat-ngram-size", type=int, default=default.no_repeat_ngram_size, show_default=True,
+                     help="Never repeat this many tokens in a row within a title (0: off)."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)

@@ -11,7 +11,15 @@ import random
 import statistics
 from dataclasses import dataclass
 
-from chatgentitle.ranking import Embedder, KnownTitles, cliches_in, copy_rate, normalise_title, words
+from chatgentitle.ranking import (
+    Embedder,
+    KnownTitles,
+    cliches_in,
+    copy_rate,
+    has_repeated_bigram,
+    normalise_title,
+    words,
+)
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 HEADLINE = "rougeL"
@@ -55,12 +63,6 @@ def score_pairs(predictions: list[str], references: list[str], abstracts: list[s
             similarity=100 * similarities[i] if similarities else None,
         ))
     return scores
-
-
-def has_repeated_bigram(title: str) -> bool:
-    tokens = words(title)
-    pairs = list(zip(tokens, tokens[1:], strict=False))
-    return len(pairs) != len(set(pairs))
 
 
 def summarise(scores: list[PaperScore], predictions: list[str], references: list[str]) -> dict:

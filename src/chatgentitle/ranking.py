@@ -38,6 +38,13 @@ def normalise_title(title: str) -> str:
     return " ".join(words(title))
 
 
+def has_repeated_bigram(title: str) -> bool:
+    """True when a pair of words occurs twice ("... with a low-pass filter ... a low-pass filter")."""
+    tokens = words(title)
+    pairs = list(zip(tokens, tokens[1:], strict=False))
+    return len(pairs) != len(set(pairs))
+
+
 def cliches_in(title: str) -> list[str]:
     padded = f" {normalise_title(title)} "
     return [c for c in CLICHES if f" {c} " in padded]

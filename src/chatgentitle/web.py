@@ -23,15 +23,17 @@ EXAMPLE_ABSTRACT = (
 
 def build_demo(generator, ranker: Ranker | None = None) -> gr.Blocks:
     instruction = getattr(getattr(generator, "template", None), "instruction", SEED_INSTRUCTION)
+    default = GenerationOptions()
 
     def write_titles(instruction, abstract, max_new_tokens, num_beams, do_sample, temperature, top_p,
-                     top_k, repetition_penalty, num_candidates):
+                     top_k, repetition_penalty, no_repeat_ngram_size, num_candidates):
         if not abstract or not abstract.strip():
             raise gr.Error("Paste an abstract into the Input box.")
         options = GenerationOptions(
             max_new_tokens=int(max_new_tokens), num_beams=int(num_beams), do_sample=bool(do_sample),
             temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
-            repetition_penalty=float(repetition_penalty), num_candidates=int(num_candidates),
+            repetition_penalty=float(repetition_penalty), no_repeat_ngram_size=int(no_repeat_ngram_size),
+            num_candidates=int(num_candidates),
         )
         title = ""
         if options.num_beams == 1 and hasattr(generator, "stream"):
@@ -53,13 +55,16 @@ def build_demo(generator, ranker: Ranker | None = None) -> gr.Blocks:
                 input_box = gr.Textbox(label="Input", placeholder="Paste the abstract here", lines=10,
                                        elem_id="abstract-input")
                 with gr.Accordion("Generation options", open=False):
-                    max_new_tokens = gr.Slider(4, 128, value=40, step=1, label="max_new_tokens")
-                    num_beams = gr.Slider(1, 8, value=1, step=1, label="num_beams")
-                    do_sample = gr.Checkbox(value=False, label="do_sample")
-                    temperature = gr.Slider(0.05, 2.0, value=0.7, label="temperature")
-                    top_p = gr.Slider(0.05, 1.0, value=0.9, label="top_p")
-                    top_k = gr.Slider(0, 200, value=50, step=1, label="top_k")
-                    repetition_penalty = gr.Slider(1.0, 2.0, value=1.1, label="repetition_penalty")
+                    max_new_tokens = gr.Slider(4, 128, value=default.max_new_tokens, step=1, label="max_new_tokens")
+                    num_beams = gr.Slider(1, 8, value=default.num_beams, step=1, label="num_beams")
+                    do_sample = gr.Checkbox(value=default.do_sample, label="do_sample")
+                    temperature = gr.Slider(0.05, 2.0, value=default.temperature, label="temperature")
+                    top_p = gr.Slider(0.05, 1.0, value=default.top_p, label="top_p")
+                    top_k = gr.Slider(0, 200, value=default.top_k, step=1, label="top_k")
+                    repetition_penalty = gr.Slider(1.0, 2.0, value=default.repetition_penalty,
+                                                   label="repetition_penalty")
+                    no_repeat_ngram_size = gr.Slider(0, 6, value=default.no_repeat_ngram_size, step=1,
+                                                     label="no_repeat_ngram_size")
                     num_candidates = gr.Slider(1, 8, value=3, step=1, label="num_candidates")
                 submit = gr.Button("Generate title", variant="primary", elem_id="generate")
             with gr.Column(scale=2):
@@ -70,6 +75,6 @@ def build_demo(generator, ranker: Ranker | None = None) -> gr.Blocks:
                 )
         gr.Examples([[instruction, EXAMPLE_ABSTRACT]], [instruction_box, input_box])
         inputs = [instruction_box, input_box, max_new_tokens, num_beams, do_sample, temperature, top_p,
-                  top_k, repetition_penalty, num_candidates]
+                  top_k, repetition_penalty, no_repeat_ngram_size, num_candidates]
         submit.click(write_titles, inputs, [title_box, table], concurrency_limit=1)
     return demo
