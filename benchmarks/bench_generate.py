@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--papers", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--num-beams", type=int, default=1, help="1: greedy (the table in docs/benchmarks.md)")
     args = parser.parse_args()
 
     from chatgentitle.generate import GenerationOptions, TitleGenerator, default_adapter_dir
@@ -59,7 +60,7 @@ def main() -> None:
     abstracts = [p.abstract for p in recent_papers(args.papers)]
     run_dir = Path(args.model) if args.model else default_adapter_dir()
     generator = TitleGenerator.load(run_dir)
-    options = GenerationOptions(max_new_tokens=args.max_new_tokens)
+    options = GenerationOptions(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
     generator(abstracts[:2], options)  # warm-up
     began = time.perf_counter()
     for i in range(0, len(abstracts), args.batch_size):
