@@ -64,6 +64,7 @@ def test_no_repeat_ngram_size_forbids_repeated_tokens(generator):
     options = GenerationOptions(max_new_tokens=12, repetition_penalty=1.0, no_repeat_ngram_size=1)
     assert options.generate_kwargs()["no_repeat_ngram_size"] == 1
     assert "no_repeat_ngram_size" not in GenerationOptions().generate_kwargs()
+    assert GenerationOptions(do_sample=True).generate_kwargs()["num_beams"] == 1  # plain sampling
     title = generator([ABSTRACT], options)[0]
     ids = generator.tokenizer(title, add_special_tokens=False)["input_ids"]
     assert ids and len(set(ids)) == len(ids)
