@@ -56,6 +56,11 @@ class GenerationOptions:
         if self.no_repeat_ngram_size < 0:
             raise ValueError("no_repeat_ngram_size must be >= 0")
 
+    @property
+    def beam_search(self) -> bool:
+        """Whether decoding uses beams; sampling ignores num_beams (only greedy and sampling stream)."""
+        return not self.do_sample and self.num_beams > 1
+
     def generate_kwargs(self) -> dict:
         # Ask for twice the candidates: near-duplicates are dropped after cleaning.
         wanted = 2 * self.num_candidates if self.num_candidates > 1 else 1

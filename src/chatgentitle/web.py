@@ -36,7 +36,7 @@ def build_demo(generator, ranker: Ranker | None = None) -> gr.Blocks:
             num_candidates=int(num_candidates),
         )
         title = ""
-        if (options.num_beams == 1 or options.do_sample) and hasattr(generator, "stream"):
+        if not options.beam_search and hasattr(generator, "stream"):
             for title in generator.stream(abstract, replace(options, num_candidates=1), instruction):
                 yield title, []
         candidates = generator.generate([abstract], options, instruction)[0]
