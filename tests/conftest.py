@@ -85,6 +85,15 @@ def papers_file(tmp_path) -> Path:
     return path
 
 
+@pytest.fixture
+def train_file(tmp_path) -> Path:
+    """24 title/abstract pairs in prepare's JSONL, two titles alternating."""
+    path = tmp_path / "train.jsonl"
+    rows = [paper_row(i, title="Robust efficient attention" if i % 2 else "Deep graph models") for i in range(24)]
+    path.write_text("".join(json.dumps({k: r[k] for k in ("id", "title", "abstract")}) + "\n" for r in rows))
+    return path
+
+
 class FakeGenerator:
     """Stands in for TitleGenerator where the model is not the point: deterministic titles."""
 

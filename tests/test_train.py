@@ -7,18 +7,9 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from conftest import paper_row
 
 from chatgentitle.cli import cli
 from chatgentitle.train import last_complete_checkpoint, load_examples
-
-
-@pytest.fixture
-def train_file(tmp_path):
-    path = tmp_path / "train.jsonl"
-    rows = [paper_row(i, title="Robust efficient attention" if i % 2 else "Deep graph models") for i in range(24)]
-    path.write_text("".join(json.dumps({k: r[k] for k in ("id", "title", "abstract")}) + "\n" for r in rows))
-    return path
 
 
 def train_args(tiny_model_dir, data, out, *extra):

@@ -164,13 +164,15 @@ def make_metrics_logger(run_dir: Path):
 
     class MetricsLogger(TrainerCallback):
         def __init__(self):
-            self.last = (time.perf_counter(), 0)
+            self.started = time.perf_counter()
+            self.last = (self.started, 0)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
                 return
             now, tokens = time.perf_counter(), state.num_input_tokens_seen
-            row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs}
+            row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4),
+                   "elapsed_s": round(now - self.started, 3), **logs}
             if "loss" in logs and now > self.last[0]:
                 # real (non-padding) tokens since the previous training log, per second
                 row["tokens_per_second"] = round((tokens - self.last[1]) / (now - self.last[0]), 1)
@@ -327,6 +329,8 @@ def train(cfg: TrainConfig) -> Path:
         summary = {"train_examples": len(train_set), "val_examples": len(val_examples),
                    "optimizer_steps": trainer.state.global_step,
                    "tokens_seen": trainer.state.num_input_tokens_seen}
+        if torch.cuda.is_available():  # this process's peak, what a GPU user sizes a card by
+            summary["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
         if final_eval_loss is not None:
             summary["final_eval_loss"] = final_eval_loss
             summary["final_eval_perplexity"] = math.exp(final_eval_loss)
