@@ -3,6 +3,8 @@
 Run as: python benchmarks/soak_crawl.py [--records 2000] [--faults 150] [--seed 1]
 
 Loopback only: a local replay server (tests/oai_server.py) answers with 503 + Retry-After,
+503 with an HTML page and no Retry-After, 200 with an HTML maintenance page, an empty body,
+an OAI-PMH envelope without a list, a list that ends short of its completeListSize,
 500, stalls past the client timeout, dropped connections, truncated and malformed XML and
 expired resumption tokens, mixed at random between good pages. Halfway through, the
 harvester is also stopped (as if killed) and restarted from the store. Prints faults

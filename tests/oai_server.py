@@ -13,7 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 from xml.sax.saxutils import escape
 
-FAULTS = ("503", "500", "timeout", "reset", "truncate", "malformed", "badtoken")
+FAULTS = ("503", "500", "timeout", "reset", "truncate", "malformed", "badtoken",
+          # answers that are not a page although they come with 200 (gateways, proxies, bugs):
+          "html", "empty", "envelope", "short", "503html")
+MAINTENANCE_PAGE = b"<html><body>Service temporarily unavailable</body></html>"
 
 HEAD = ('<?xml version="1.0" encoding="UTF-8"?>\n<OAI-PMH xmlns="http://www.openarchives.org/OAI/2.0/">'
         "<responseDate>{date}T10:00:00Z</responseDate><request>http://127.0.0.1/oai</request>")
@@ -83,7 +86,7 @@ class OAIServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def page(self, params: dict) -> str:
+    def page(self, params: dict, cut_short: bool = False) -> str:
         if "resumptionToken" in params:
             from_date, _, index = params["resumptionToken"].partition("|")
             index = int(index)
@@ -93,7 +96,7 @@ class OAIServer:
         if not selected:
             return HEAD.format(date=self.response_date) + '<error code="noRecordsMatch">none</error></OAI-PMH>'
         chunk = selected[index * self.page_size:(index + 1) * self.page_size]
-        more = (index + 1) * self.page_size < len(selected)
+        more = (index + 1) * self.page_size < len(selected) and not cut_short  # short: ends the list early
         token = f"{from_date}|{index + 1}" if more else ""
         return (HEAD.format(date=self.response_date) + "<ListRecords>" + "".join(map(record_xml, chunk))
                 + f'<resumptionToken cursor="{index * self.page_size}" completeListSize="{len(selected)}">'
@@ -105,18 +108,28 @@ class OAIServer:
             return
         if fault == "timeout":
             time.sleep(self.stall_seconds)  # longer than the client's timeout
-        if fault in ("503", "500"):
-            handler.send_response(int(fault))
+        if fault in ("503", "500", "503html"):
+            handler.send_response(int(fault[:3]))
             if fault == "503":
                 handler.send_header("Retry-After", str(self.retry_after))
             handler.end_headers()
-            handler.wfile.write(b"busy")
+            handler.wfile.write(MAINTENANCE_PAGE if fault == "503html" else b"busy")
+            return
+        if fault in ("html", "empty"):
+            data = MAINTENANCE_PAGE if fault == "html" else b""
+            handler.send_response(200)
+            handler.send_header("Content-Type", "text/html" if data else "text/xml")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
             return
         if fault == "badtoken" and "resumptionToken" in params:
             body = HEAD.format(date=self.response_date) + (
                 '<error code="badResumptionToken">The resumptionToken supplied is illegal</error></OAI-PMH>')
+        elif fault == "envelope":
+            body = HEAD.format(date=self.response_date) + "</OAI-PMH>"
         else:
-            body = self.page(params)
+            body = self.page(params, cut_short=fault == "short")
         data = body.encode()
         if fault == "truncate":
             data = data[: len(data) // 2]

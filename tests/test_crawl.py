@@ -49,6 +49,87 @@ def test_harvest_with_every_fault_loses_and_duplicates_nothing(tmp_path):
         assert set(server.injected) == {"503", "timeout", "reset", "truncate", "malformed", "500", "badtoken"}
 
 
+BAD_ANSWERS = ("html", "empty", "envelope", "short", "503html")
+
+
+@pytest.mark.parametrize("first_page", [True, False])
+def test_answers_that_are_not_a_page_are_retried_never_taken_for_the_end(tmp_path, first_page):
+    # each bad answer once, at the first page or further in (a few good pages between them)
+    records = make_records(20)
+    faults = [] if first_page else [None, None]
+    for kind in BAD_ANSWERS:
+        faults += [kind, None]
+    with OAIServer(records, page_size=3, faults=faults) as server, PaperStore(tmp_path / "p.db") as store:
+        report = arxiv.harvest(store, fast_fetcher(), server.url, ("cs.AI", "cs.CV", "cs.LG"))
+        assert stored_ids(store) == expected(records)
+        assert set(server.injected) == set(BAD_ANSWERS)
+        state = store.state(f"{server.url}|cs|arXiv")
+        assert state["last_datestamp"] == "2026-05-30" and state["resumption_token"] is None
+        assert state["last_run"] == "complete"
+        window = report.windows[0]
+        assert window.complete and window.pages == 7 and window.records == len(expected(records))
+
+
+@pytest.mark.parametrize("kind", BAD_ANSWERS)
+def test_a_persisting_bad_answer_stops_the_run_and_keeps_the_state(tmp_path, kind):
+    records = make_records(12)
+    db = tmp_path / "p.db"
+    with OAIServer(records, page_size=3, faults=[None, None] + [kind] * 4) as server:
+        key = f"{server.url}|cs|arXiv"
+        with PaperStore(db) as store:
+            with pytest.raises(arxiv.CrawlError, match="giving up") as err:
+                arxiv.harvest(store, fast_fetcher(max_retries=4), server.url, ("cs",))
+            assert "resumes from the same resumption token" in str(err.value)
+            state = store.state(key)
+            assert state["resumption_token"] == "|2" and state["last_datestamp"] is None  # after 2 good pages
+            assert stored_ids(store) == expected(server.records[:6], ("cs",))
+            assert state["last_run"].startswith("stopped: giving up")
+        # the next run resumes from that token and ends the window
+        with PaperStore(db) as store:
+            arxiv.harvest(store, fast_fetcher(), server.url, ("cs",))
+            assert stored_ids(store) == expected(records, ("cs",))
+            assert store.state(key)["last_datestamp"] == "2026-05-30"
+        resumed = server.requests[2 + 4][1]
+        assert resumed == {"verb": "ListRecords", "resumptionToken": "|2"}
+
+
+def test_cli_exits_non_zero_on_a_persisting_bad_answer_and_status_says_why(tmp_path):
+    db = tmp_path / "p.db"
+    with OAIServer(make_records(9), faults=[None] + ["html"] * 10) as server:
+        runner = CliRunner()
+        result = runner.invoke(cli, ["crawl", "--endpoint", server.url, "--db", str(db), "--delay", "0",
+                                     "--timeout", "5", "--retries", "2"])
+        assert result.exit_code == 1
+        assert "not an OAI-PMH answer (root element <html>)" in result.output
+        assert "harvested" not in result.output
+    status = runner.invoke(cli, ["crawl", "--db", str(db), "--status"]).output
+    assert "incomplete: window start..2026-05-30 continues from its resumption token" in status
+    assert "last run: stopped: giving up" in status and "2 records in 1 pages" in status
+
+
+def test_list_checks_on_recorded_style_answers():
+    def check(xml: str, continuation=False):
+        arxiv.check_list_answer(etree.fromstring(xml.encode()), continuation)
+
+    oai = '<OAI-PMH xmlns="http://www.openarchives.org/OAI/2.0/">{}</OAI-PMH>'
+    record = "<record><header><identifier>x</identifier></header></record>"
+    check(oai.format('<error code="noRecordsMatch">none</error>'))
+    check(oai.format(f"<ListRecords>{record}</ListRecords>"))  # a complete list in one answer
+    check(oai.format(f'<ListRecords>{record}<resumptionToken cursor="5" completeListSize="6"/></ListRecords>'),
+          continuation=True)
+    for bad, continuation in [
+        ("<html><body>Service temporarily unavailable</body></html>", False),
+        ('<OAI-PMH xmlns="http://example.org/other"><ListRecords/></OAI-PMH>', False),
+        (oai.format("<responseDate>2026-05-30</responseDate>"), False),
+        (oai.format("<ListRecords></ListRecords>"), False),
+        (oai.format(f"<ListRecords>{record}</ListRecords>"), True),
+        (oai.format(f'<ListRecords>{record}<resumptionToken cursor="3" completeListSize="9"/></ListRecords>'),
+         True),
+    ]:
+        with pytest.raises(arxiv.Retryable):
+            check(bad, continuation)
+
+
 def test_next_run_continues_from_the_last_datestamp(tmp_path):
     with OAIServer(make_records(6), page_size=10) as server, PaperStore(tmp_path / "p.db") as store:
         arxiv.harvest(store, fast_fetcher(), server.url, ("cs",))
@@ -106,10 +187,12 @@ def test_newer_version_wins(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_mid_harvest_then_resume(tmp_path):
+@pytest.mark.parametrize("faults", [(), ("html", None, None, "empty", "envelope", None, "short", None, None,
+                                         "503html", None, None, "short")])
+def test_kill_9_mid_harvest_then_resume(tmp_path, faults):
     records = make_records(60)
     db = tmp_path / "p.db"
-    with OAIServer(records, page_size=4) as server:
+    with OAIServer(records, page_size=4, faults=faults) as server:
         cmd = [sys.executable, "-m", "chatgentitle", "crawl", "--endpoint", server.url, "--db", str(db),
                "--delay", "0.1", "--categories", "cs.AI,cs.CV,cs.LG"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -128,7 +211,8 @@ def test_kill_9_mid_harvest_then_resume(tmp_path):
             assert store.state(f"{server.url}|cs|arXiv")["last_datestamp"] == "2026-05-30"
         # the restart continued with the stored token instead of starting over
         restart = [p for _, p in server.requests if "metadataPrefix" in p]
-        assert len(restart) == 1
+        assert len(restart) == (2 if faults else 1)  # with faults: the first page was asked twice (html)
+        assert sum(server.injected.values()) == len([f for f in faults if f])  # every fault was met
 
 
 def test_cli_status_export_and_prepare_from_db(tmp_path):

@@ -183,6 +183,8 @@ def _seconds(text: str) -> float:
 @click.option("--delay", type=float, default=3.0, show_default=True,
               help="Seconds between requests (never below 3 against arXiv's hosts).")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per request.")
+@click.option("--retries", type=click.IntRange(1, 20), default=8, show_default=True,
+              help="Attempts per request (5xx, timeouts, answers that are not a page) before the run stops.")
 @click.option("--contact", envvar="CHATGENTITLE_CONTACT", help="An e-mail address for the User-Agent.")
 @click.option("--every", help="Keep running, harvesting every interval (e.g. 24h); SIGTERM stops cleanly.")
 @click.option("--ids", help="Look up these arXiv ids through the API instead (comma-separated).")
@@ -190,8 +192,8 @@ def _seconds(text: str) -> float:
 @click.option("--export", "export_path", type=click.Path(path_type=Path),
               help="Write the store as snapshot-format JSONL (what prepare reads) and exit.")
 @click.option("--status", is_flag=True, help="Print counts per category and the last harvests, and exit.")
-def crawl(categories, db, endpoint, metadata_prefix, from_date, until_date, delay, timeout, contact, every, ids,
-          rss, export_path, status):
+def crawl(categories, db, endpoint, metadata_prefix, from_date, until_date, delay, timeout, retries, contact, every,
+          ids, rss, export_path, status):
     """Harvest new arXiv papers politely into the paper store (OAI-PMH, API or RSS)."""
     import signal
     import time
@@ -206,9 +208,12 @@ def crawl(categories, db, endpoint, metadata_prefix, from_date, until_date, dela
             for category, count in list(store.category_counts().items())[:30]:
                 click.echo(f"  {category:<20} {count}")
             for state in store.states():
-                click.echo(f"harvest {state['key']}: last datestamp {state['last_datestamp']}, "
-                           f"{state['records']} records in {state['pages']} pages, at {state['updated_at']}"
-                           + (" (in progress)" if state["resumption_token"] else ""))
+                window = "complete" if not state["resumption_token"] else (
+                    f"incomplete: window {state['window_from'] or 'start'}..{state['window_until']} continues "
+                    "from its resumption token")
+                click.echo(f"harvest {state['key']}: {window}; last datestamp {state['last_datestamp']}, "
+                           f"{state['records']} records in {state['pages']} pages, at {state['updated_at']}; "
+                           f"last run: {state['last_run'] or 'unknown'}")
             return
         if export_path:
             from chatgentitle.records import write_jsonl
@@ -223,7 +228,7 @@ def crawl(categories, db, endpoint, metadata_prefix, from_date, until_date, dela
         def next_request(seconds):
             click.echo(f"  next request in {seconds:.1f} s", err=True)
 
-        fetcher = arxiv.Fetcher(delay_seconds=delay, timeout_seconds=timeout, contact=contact,
+        fetcher = arxiv.Fetcher(delay_seconds=delay, timeout_seconds=timeout, max_retries=retries, contact=contact,
                                 on_wait=next_request if sys.stderr.isatty() else None)
         began = time.monotonic()
 
@@ -244,6 +249,9 @@ def crawl(categories, db, endpoint, metadata_prefix, from_date, until_date, dela
                 else:
                     report = arxiv.harvest(store, fetcher, endpoint or arxiv.OAI_ENDPOINT, wanted, metadata_prefix,
                                            from_date, until_date, progress, should_stop=lambda: bool(stopping))
+                    for window in report.windows:
+                        click.echo(f"{window.set_spec} {window.start or 'start'}..{window.end or 'now'}: "
+                                   f"{window.stopped}, {window.pages} pages, {window.records} papers")
                     click.echo(f"harvested {report.records_kept} papers ({report.records_seen} seen, "
                                f"{report.pages} pages, {fetcher.retries} retries); store has {store.count()}")
                 if interval is None or stopping:

@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from urllib.parse import urlparse
 
 import httpx
@@ -106,7 +107,7 @@ class Fetcher:
                 self.on_wait(wait)
             time.sleep(wait)
 
-    def _get_once(self, url: str, params: dict) -> bytes:
+    def _get_once(self, url: str, params: dict, check: Callable[[etree._Element], None] | None):
         self._pause(url)
         self.last_request = time.monotonic()
         self.requests += 1
@@ -117,15 +118,18 @@ class Fetcher:
             raise Retryable(f"HTTP {response.status_code}")
         if response.status_code >= 400 and b"<error" not in response.content:
             raise CrawlError(f"HTTP {response.status_code} from {response.url}")
-        try:  # a cut-off transfer shows up as XML that does not parse: fetch it again
-            etree.fromstring(response.content)
+        try:  # a cut-off transfer or an empty body shows up as XML that does not parse: fetch it again
+            root = etree.fromstring(response.content)
         except etree.XMLSyntaxError as err:
             raise Retryable(f"malformed XML ({err})") from None
-        return response.content
+        if check:
+            check(root)
+        return root
 
-    def get_xml(self, url: str, params: dict) -> etree._Element:
+    def get_xml(self, url: str, params: dict, check: Callable[[etree._Element], None] | None = None):
+        """The parsed answer; `check` raises Retryable for an answer that is not what was asked for."""
         try:
-            return etree.fromstring(self._get(url, params))
+            return self._get(url, params, check)
         except (Retryable, httpx.TransportError) as err:
             raise CrawlError(f"giving up on {url} after {self.retries} retries: {err}") from None
 
@@ -182,6 +186,38 @@ class Page:
     resumption_token: str | None
     response_date: str | None
     complete_list_size: int | None = None
+
+
+OAI_NS = "http://www.openarchives.org/OAI/2.0/"
+
+
+def check_list_answer(root, continuation: bool) -> None:
+    """Raise Retryable unless `root` is a complete OAI-PMH ListRecords answer (or an OAI error).
+
+    Gateways answer 200 with HTML maintenance pages, empty bodies or envelopes without a list; a
+    list can also end early. Taking any of these for the end of the list would mark the window
+    complete and skip its remaining papers for good, so they are retried like a 5xx. The list
+    ends only with an empty resumptionToken (or, for a list complete in one answer, none at all).
+    """
+    if etree.QName(root).namespace != OAI_NS or _local(root) != "OAI-PMH":
+        raise Retryable(f"not an OAI-PMH answer (root element <{_local(root)}>)")
+    if _children(root, "error"):
+        return
+    lists = _children(root, "ListRecords")
+    if not lists:
+        raise Retryable("an OAI-PMH answer with neither ListRecords nor error")
+    records = len(_children(lists[0], "record"))
+    tokens = _children(lists[0], "resumptionToken")
+    if tokens and (tokens[0].text or "").strip():
+        return  # more pages follow
+    if not tokens and (continuation or not records):
+        raise Retryable("ListRecords ended without a resumptionToken" + (" and without records" if not records
+                                                                           else " on a continuation page"))
+    if tokens:
+        size, cursor = tokens[0].get("completeListSize", ""), tokens[0].get("cursor", "")
+        if size.isdigit() and cursor.isdigit() and int(cursor) + records < int(size):
+            raise Retryable(f"the list ended after {int(cursor) + records} of its {size} records "
+                            "(completeListSize): cut short")
 
 
 def parse_oai_page(root) -> Page:
@@ -248,11 +284,28 @@ def list_records(fetcher: Fetcher, endpoint: str, metadata_prefix: str = "arXiv"
         else:
             params = {"verb": "ListRecords", "metadataPrefix": metadata_prefix}
             params.update({k: v for k, v in (("set", set_spec), ("from", from_date), ("until", until_date)) if v})
-        page = parse_oai_page(fetcher.get_xml(endpoint, params))
+        continuation = bool(resumption_token)
+        root = fetcher.get_xml(endpoint, params, check=partial(check_list_answer, continuation=continuation))
+        page = parse_oai_page(root)
         yield page
         if not page.resumption_token:
             return
         resumption_token = page.resumption_token
+
+
+@dataclass
+class Window:
+    """One set's harvest window in this run."""
+
+    set_spec: str
+    start: str | None  # from (None: from the beginning)
+    end: str | None  # until (the first page's responseDate unless given)
+    pages: int = 0
+    records: int = 0
+    complete: bool = False
+    """The list really ended (empty resumptionToken or noRecordsMatch): last_datestamp advanced."""
+    stopped: str = ""
+    """Why the run left this window: complete, stop requested, or the error that ended it."""
 
 
 @dataclass
@@ -261,8 +314,7 @@ class HarvestReport:
     records_seen: int = 0
     records_kept: int = 0
     restarts: int = 0
-    sets: dict[str, str] = field(default_factory=dict)
-    """set -> last datestamp after the run."""
+    windows: list[Window] = field(default_factory=list)
 
 
 def harvest(store: PaperStore, fetcher: Fetcher, endpoint: str = OAI_ENDPOINT,
@@ -273,50 +325,72 @@ def harvest(store: PaperStore, fetcher: Fetcher, endpoint: str = OAI_ENDPOINT,
     """Incremental harvest of the sets holding `categories`; resumable after any crash.
 
     Each page's papers and the resumption token are committed together. A run starts where the
-    last one stopped: inside a window (its resumption token), or from the last datestamp.
+    last one stopped: inside a window (its resumption token), or from the last datestamp. A
+    request that keeps failing raises CrawlError with the state as the last good page left it.
     """
     report = HarvestReport()
     for set_spec in sorted({oai_set(c) for c in categories}):
         key = f"{endpoint}|{set_spec}|{metadata_prefix}"
         state = store.state(key)
         token = state.get("resumption_token")
-        window_from = state.get("window_from") if token else (from_date or state.get("last_datestamp"))
-        window_until = state.get("window_until") if token else until_date
-        while True:
-            try:
-                for page in list_records(fetcher, endpoint, metadata_prefix, set_spec, window_from,
-                                         window_until, resumption_token=token):
-                    window_until = window_until or page.response_date
-                    kept = [r for r in page.records if category_matches(r["categories"], categories)]
-                    done = page.resumption_token is None
-                    state_update = {"resumption_token": page.resumption_token, "window_from": window_from,
-                                    "window_until": window_until}
-                    if done:  # the window is complete: the next run starts where it ended
-                        state_update["last_datestamp"] = window_until
-                    store.save_page(kept, key, **state_update)
-                    report.pages += 1
-                    report.records_seen += len(page.records)
-                    report.records_kept += len(kept)
-                    token = page.resumption_token
-                    if progress:
-                        progress(set_spec, page, report)
-                    if should_stop() and not done:
-                        return report
-                break
-            except OAIError as err:
-                if err.code == "noRecordsMatch":
-                    store.set_state(key, resumption_token=None, window_from=window_from,
-                                    last_datestamp=window_until or window_from)
-                    break
-                if err.code == "badResumptionToken" and token:
-                    # the token expired: restart this window from its committed start date
-                    token = None
-                    report.restarts += 1
-                    store.set_state(key, resumption_token=None)
-                    continue
-                raise
-        report.sets[set_spec] = store.state(key).get("last_datestamp")
+        window = Window(set_spec, state.get("window_from") if token else (from_date or state.get("last_datestamp")),
+                        state.get("window_until") if token else until_date)
+        report.windows.append(window)
+        try:
+            token = _harvest_window(store, fetcher, endpoint, metadata_prefix, key, window, token, categories,
+                                    report, progress, should_stop)
+        except CrawlError as err:
+            window.stopped = str(err)
+            store.set_state(key, last_run=f"stopped: {err}")
+            where = "resumption token" if store.state(key).get("resumption_token") else "date"
+            raise CrawlError(f"{err}; the harvest of {set_spec} stopped there and resumes from the same "
+                             f"{where} next run") from None
+        window.stopped = "complete" if window.complete else "stop requested"
+        store.set_state(key, last_run=window.stopped)
+        if not window.complete:
+            break
     return report
+
+
+def _harvest_window(store, fetcher, endpoint, metadata_prefix, key, window, token, categories, report,
+                    progress, should_stop) -> str | None:
+    """Pages of one window until its list ends or a stop is requested; returns the stored token."""
+    while True:
+        try:
+            for page in list_records(fetcher, endpoint, metadata_prefix, window.set_spec, window.start,
+                                     window.end, resumption_token=token):
+                window.end = window.end or page.response_date
+                kept = [r for r in page.records if category_matches(r["categories"], categories)]
+                window.complete = page.resumption_token is None
+                state_update = {"resumption_token": page.resumption_token, "window_from": window.start,
+                                "window_until": window.end}
+                if window.complete:  # the list ended: the next run starts where this window ended
+                    state_update["last_datestamp"] = window.end
+                store.save_page(kept, key, **state_update)
+                token = page.resumption_token
+                window.pages += 1
+                window.records += len(kept)
+                report.pages += 1
+                report.records_seen += len(page.records)
+                report.records_kept += len(kept)
+                if progress:
+                    progress(window.set_spec, page, report)
+                if should_stop() and not window.complete:
+                    return token
+            return token
+        except OAIError as err:
+            if err.code == "noRecordsMatch":
+                window.complete = True
+                store.set_state(key, resumption_token=None, window_from=window.start,
+                                last_datestamp=window.end or window.start)
+                return None
+            if err.code == "badResumptionToken" and token:
+                # the token expired: restart this window from its committed start date
+                token = None
+                report.restarts += 1
+                store.set_state(key, resumption_token=None)
+                continue
+            raise
 
 
 # --------------------------------------------------------------------------- API (Atom)

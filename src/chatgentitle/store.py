@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS harvest_state (
     resumption_token TEXT,        -- where to continue inside that window
     pages INTEGER DEFAULT 0,
     records INTEGER DEFAULT 0,
-    updated_at TEXT DEFAULT CURRENT_TIMESTAMP
+    updated_at TEXT DEFAULT CURRENT_TIMESTAMP,
+    last_run TEXT                 -- how the last run left this window: complete, stop requested, stopped: why
 );
 """
 
@@ -80,6 +81,9 @@ class PaperStore:
         self.db.execute("PRAGMA journal_mode=WAL")  # readers (serve, export) never block the harvester
         self.db.execute("PRAGMA synchronous=FULL")  # a committed page survives power loss / kill -9
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(harvest_state)")}
+        if "last_run" not in columns:  # a store made before the column existed
+            self.db.execute("ALTER TABLE harvest_state ADD COLUMN last_run TEXT")
 
     def __enter__(self) -> PaperStore:
         return self
