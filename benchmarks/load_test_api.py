@@ -3,7 +3,10 @@
 Run as: python benchmarks/load_test_api.py [--requests 200] [--model RUN_DIR] [--fake]
 
 Starts the real app (create_app around a TitleGenerator; --fake: a generator that answers
-instantly, to measure the server alone) on 127.0.0.1 and fires all requests at once.
+instantly, to measure the server alone) on 127.0.0.1 and fires all requests at once, with the
+server's default decoding (GenerationOptions: 4 beams) and its request deadline. Counts answers
+by kind: 200, 4xx, 503 (a full queue or a passed deadline, with Retry-After), other 5xx and
+transport errors; latencies are those of the 200s.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--model", help="run dir (default: the packaged adapter)")
     parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--max-queue", type=int, default=256)
+    parser.add_argument("--request-timeout", type=float, default=60.0)
     parser.add_argument("--fake", action="store_true", help="a generator that answers at once")
     args = parser.parse_args()
     import uvicorn
@@ -62,8 +67,9 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(generator, max_batch=args.max_batch, max_queue=1024),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(generator, max_batch=args.max_batch, max_queue=args.max_queue,
+                     request_timeout=args.request_timeout)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
@@ -72,12 +78,16 @@ def main() -> None:
     seconds = time.perf_counter() - began
     server.should_exit = True
     latencies = sorted(t for code, t in results if code == 200)
-    errors = sum(code != 200 for code, _ in results)
-    server_errors = sum(code >= 500 or code == 0 for code, _ in results)
+    counts = {"200": 0, "4xx": 0, "503": 0, "other 5xx": 0, "transport": 0}
+    for code, _ in results:
+        kind = ("transport" if code == 0 else "200" if code == 200 else "503" if code == 503
+                else "4xx" if code < 500 else "other 5xx")
+        counts[kind] += 1
+    p50 = statistics.median(latencies) if latencies else float("nan")
     p95 = latencies[int(0.95 * (len(latencies) - 1))] if latencies else float("nan")
-    print(f"{args.requests} concurrent requests ({'fake' if args.fake else 'real'} model, max batch {args.max_batch}):"
-          f" p50 {statistics.median(latencies):.2f} s, p95 {p95:.2f} s, {len(latencies) / seconds:.2f} titles/s, "
-          f"errors {errors}, 5xx/transport {server_errors}, wall {seconds:.1f} s")
+    print(f"{args.requests} concurrent requests ({'fake' if args.fake else 'real'} model, max batch {args.max_batch},"
+          f" deadline {args.request_timeout:g} s): p50 {p50:.2f} s, p95 {p95:.2f} s, "
+          f"{len(latencies) / seconds:.2f} titles/s, answers {counts}, wall {seconds:.1f} s")
 
 
 if __name__ == "__main__":

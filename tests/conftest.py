@@ -95,22 +95,31 @@ def train_file(tmp_path) -> Path:
 
 
 class FakeGenerator:
-    """Stands in for TitleGenerator where the model is not the point: deterministic titles."""
+    """Stands in for TitleGenerator where the model is not the point: deterministic titles.
+
+    With a delay it is a slow model that, like the real one, stops early when should_stop says so
+    (checked every 10 ms, as the real one checks between decoding steps)."""
 
     name = "fake"
 
     def __init__(self, delay_seconds: float = 0.0):
         self.delay_seconds = delay_seconds
         self.calls: list[tuple[int, object]] = []  # (batch size, options)
+        self.stopped_early = 0
 
-    def generate(self, abstracts, options=None, instruction=None):
+    def generate(self, abstracts, options=None, instruction=None, should_stop=None):
         import time
 
         from chatgentitle.generate import GenerationOptions
 
         options = options or GenerationOptions()
         self.calls.append((len(abstracts), options))
-        time.sleep(self.delay_seconds)
+        end = time.monotonic() + self.delay_seconds
+        while time.monotonic() < end:
+            if should_stop and should_stop():
+                self.stopped_early += 1
+                break
+            time.sleep(0.01)
         out = []
         for abstract in abstracts:
             head = " ".join(abstract.split()[:3]).title()

@@ -1,6 +1,8 @@
 import concurrent.futures
+import time
 
 import pytest
+from conftest import FakeGenerator
 from fastapi.testclient import TestClient
 
 from chatgentitle.api import MAX_ABSTRACT_CHARS, create_app
@@ -91,3 +93,44 @@ def test_full_queue_answers_503(fake_generator):
         codes = [r.status_code for r in pool.map(lambda i: client.post("/v1/titles", json={"abstract": "a b c"}),
                                                   range(6))]
     assert 503 in codes and 200 in codes and set(codes) <= {200, 503}
+
+
+@pytest.mark.parametrize(("option", "value", "limit"), [
+    ("num_beams", 1000, "8"), ("num_beams", 0, "1"), ("max_new_tokens", 100_000, "64"), ("num_candidates", 9, "8"),
+    ("top_k", 10_000, "200"), ("temperature", 50.0, "2"), ("no_repeat_ngram_size", 99, "8"),
+])
+def test_each_option_has_an_upper_bound_and_a_422_names_it(client, fake_generator, option, value, limit):
+    began = time.perf_counter()
+    response = client.post("/v1/titles", json={"abstract": ABSTRACT, "options": {option: value}})
+    assert response.status_code == 422 and time.perf_counter() - began < 1.0
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["body", "options", option] and limit in error["msg"]
+    assert not fake_generator.calls  # never reached the model
+    assert client.post("/v1/titles", json={"abstract": ABSTRACT}).status_code == 200
+
+
+def test_a_request_past_its_deadline_gets_503_and_its_generation_stops():
+    slow = FakeGenerator(delay_seconds=5.0)  # a model that would take 5 s
+    client = TestClient(create_app(slow, request_timeout=0.5))
+    began = time.perf_counter()
+    response = client.post("/v1/titles", json={"abstract": ABSTRACT})
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert "deadline" in response.json()["detail"]
+    assert time.perf_counter() - began < 2.0  # well before the model would have finished
+    deadline = time.monotonic() + 2.0
+    while not slow.stopped_early and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert slow.stopped_early == 1  # the worker did not run on for the gone client
+    slow.delay_seconds = 0.0
+    assert client.post("/v1/titles", json={"abstract": ABSTRACT}).status_code == 200  # next request served
+
+
+def test_queued_requests_past_their_deadline_never_reach_the_model():
+    slow = FakeGenerator(delay_seconds=0.6)
+    client = TestClient(create_app(slow, max_batch=1, request_timeout=0.3))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        codes = [r.status_code for r in pool.map(lambda i: client.post("/v1/titles", json={"abstract": f"p {i}"}),
+                                                  range(4))]
+    assert codes == [503] * 4
+    time.sleep(0.5)
+    assert len(slow.calls) <= 2  # the first batch ran (and stopped early); the queued ones were dropped

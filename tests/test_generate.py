@@ -44,6 +44,20 @@ def test_batch_equals_one_by_one(generator):
     assert batched == [generator([a], options)[0] for a in abstracts]
 
 
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_should_stop_ends_decoding_between_steps(generator, num_beams):
+    options = GenerationOptions(max_new_tokens=30, num_beams=num_beams, repetition_penalty=1.0)
+    asked = []
+
+    def stop_after_two_steps():
+        asked.append(1)
+        return len(asked) >= 2
+
+    stopped = generator.generate([ABSTRACT], options, should_stop=stop_after_two_steps)[0][0]
+    assert len(asked) == 2 and len(stopped.split()) <= 2
+    assert generator.generate([ABSTRACT], options, should_stop=lambda: False) == generator.generate([ABSTRACT], options)
+
+
 def test_max_new_tokens_is_respected(generator):
     short = generator([ABSTRACT], GenerationOptions(max_new_tokens=2, repetition_penalty=1.0))[0]
     assert len(short.split()) <= 2  # one word-level token per word
@@ -164,8 +178,8 @@ def test_cli_user_errors_are_one_line(tmp_path):
     runner = CliRunner()
     result = runner.invoke(cli, ["generate", "x", "--model", str(tmp_path)])
     assert result.exit_code == 1 and "not an adapter dir" in result.output and "Traceback" not in result.output
-    result = runner.invoke(cli, ["generate", "x", "--num-beams", "0"])
-    assert result.exit_code == 1 and "num_beams" in result.output
+    result = runner.invoke(cli, ["generate", "x", "--num-beams", "0"])  # a usage error: the bound is shown
+    assert result.exit_code == 2 and "--num-beams" in result.output and "1<=x<=8" in result.output
     result = runner.invoke(cli, ["generate"])
     assert result.exit_code == 1 and "give an ABSTRACT" in result.output
 

@@ -4,28 +4,52 @@
 
 One model in memory. Requests wait in one bounded queue; a single worker thread takes the
 oldest and every queued request with the same options (up to max_batch abstracts) and
-answers them with one batched generate call. A full queue answers 503, not a crash.
+answers them with one batched generate call. Every request costs a bounded amount of work:
+at most MAX_ABSTRACTS abstracts of MAX_ABSTRACT_CHARS, decoding options inside the bounds
+of GenerationOptions (422 outside), and a deadline (request_timeout seconds from arrival)
+after which the client gets 503 + Retry-After and the generation stops. A full queue also
+answers 503 + Retry-After; nothing else is a 5xx.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import queue
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import asdict
+from functools import partial
+from typing import get_type_hints
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from chatgentitle.config import field_docs
 from chatgentitle.generate import GenerationOptions
 from chatgentitle.ranking import Ranker
 
 MAX_ABSTRACT_CHARS = 20_000
 MAX_ABSTRACTS = 32
 MAX_BODY_BYTES = 1_000_000
+REQUEST_TIMEOUT_SECONDS = 60.0  # a full batch of 8 with 4 beams takes a few seconds on 2 CPU cores
+RETRY_AFTER_SECONDS = 5
+
+
+def _options_model() -> type[BaseModel]:
+    """GenerationOptions as a pydantic model: the same fields, defaults, bounds and help."""
+    types, docs = get_type_hints(GenerationOptions), field_docs(GenerationOptions)
+    specs = {}
+    for option in dataclasses.fields(GenerationOptions):
+        low, high = option.metadata.get("range", (None, None))
+        specs[option.name] = (types[option.name], Field(option.default, ge=low, le=high,
+                                                         description=docs.get(option.name)))
+    return create_model("Options", __config__=ConfigDict(extra="forbid"), **specs)
+
+
+Options = _options_model()
 
 
 class TitleRequest(BaseModel):
@@ -36,10 +60,7 @@ class TitleRequest(BaseModel):
     abstract: str | None = Field(None, description="One abstract.")
     abstracts: list[str] | None = Field(None, description=f"Up to {MAX_ABSTRACTS} abstracts.")
     instruction: str | None = Field(None, max_length=2000, description="Overrides the model's instruction.")
-    options: GenerationOptions = Field(default_factory=GenerationOptions,
-                                       description="Decoding: max_new_tokens, num_beams, do_sample, temperature, "
-                                                   "top_p, top_k, repetition_penalty, no_repeat_ngram_size, "
-                                                   "num_candidates.")
+    options: Options = Field(default_factory=Options, description="Decoding options, each within its bounds.")
 
     @model_validator(mode="after")
     def one_of_abstract_or_abstracts(self):
@@ -60,6 +81,24 @@ class TitleRequest(BaseModel):
     def items(self) -> list[str]:
         return [self.abstract] if self.abstract is not None else list(self.abstracts)
 
+    def generation_options(self) -> GenerationOptions:
+        return GenerationOptions(**self.options.model_dump())
+
+
+@dataclasses.dataclass
+class Job:
+    """One request in the queue."""
+
+    abstracts: list[str]
+    options: GenerationOptions
+    instruction: str | None
+    deadline: float  # time.monotonic() after which nobody waits for the answer
+    future: Future = dataclasses.field(default_factory=Future)
+    abandoned: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def wanted(self) -> bool:
+        return not self.abandoned.is_set() and time.monotonic() < self.deadline
+
 
 class MicroBatcher:
     """A bounded queue in front of the generator, drained by one worker thread."""
@@ -69,52 +108,62 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.wait_seconds = wait_seconds  # how long to wait for company before a batch goes
         self.jobs: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.stopped_early = 0  # generations stopped because every client of the batch had gone
         self.worker = threading.Thread(target=self._run, daemon=True, name="title-batcher")
         self.worker.start()
 
-    def submit(self, abstracts: list[str], options: GenerationOptions, instruction: str | None) -> Future:
-        future: Future = Future()
-        self.jobs.put_nowait((abstracts, options, instruction, future))  # raises queue.Full
-        return future
+    def submit(self, job: Job) -> Job:
+        self.jobs.put_nowait(job)  # raises queue.Full
+        return job
 
     def _run(self) -> None:
         while True:
             batch = [self.jobs.get()]
             deadline = time.monotonic() + self.wait_seconds
             held = []
-            size = len(batch[0][0])
+            size = len(batch[0].abstracts)
             while size < self.max_batch:
                 try:
                     job = self.jobs.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
-                same = job[1] == batch[0][1] and job[2] == batch[0][2]
-                if same and size + len(job[0]) <= self.max_batch:
+                same = job.options == batch[0].options and job.instruction == batch[0].instruction
+                if same and size + len(job.abstracts) <= self.max_batch:
                     batch.append(job)
-                    size += len(job[0])
+                    size += len(job.abstracts)
                 else:
                     held.append(job)
             for job in held:  # different options: next round, in order
                 self.jobs.put(job)
-            self._answer(batch)
+            self._answer([job for job in batch if job.wanted()])  # nobody waits for the others
 
-    def _answer(self, batch) -> None:
-        abstracts = [a for job in batch for a in job[0]]
-        options, instruction = batch[0][1], batch[0][2]
+    def _answer(self, batch: list[Job]) -> None:
+        if not batch:
+            return
+        abstracts = [a for job in batch for a in job.abstracts]
+        nobody_waits = partial(_nobody_waits, batch)  # checked between decoding steps
         try:
-            results = self.generator.generate(abstracts, options, instruction)
+            results = self.generator.generate(abstracts, batch[0].options, batch[0].instruction,
+                                              should_stop=nobody_waits)
         except Exception as err:  # one bad batch must not kill the worker
             for job in batch:
-                job[3].set_exception(err)
+                job.future.set_exception(err)
             return
+        if nobody_waits():
+            self.stopped_early += 1
         start = 0
         for job in batch:
-            job[3].set_result(results[start:start + len(job[0])])
-            start += len(job[0])
+            job.future.set_result(results[start:start + len(job.abstracts)])
+            start += len(job.abstracts)
+
+
+def _nobody_waits(batch: list[Job]) -> bool:
+    return not any(job.wanted() for job in batch)
 
 
 def create_app(generator, ranker: Ranker | None = None, api_key: str | None = None,
-               max_batch: int = 8, max_queue: int = 256) -> FastAPI:
+               max_batch: int = 8, max_queue: int = 256,
+               request_timeout: float = REQUEST_TIMEOUT_SECONDS) -> FastAPI:
     """The FastAPI app around one generator (a TitleGenerator or anything with .generate)."""
     app = FastAPI(title="ChatGenTitle", version="0.1.0",
                   description="Titles for research papers from their abstracts.")
@@ -139,15 +188,27 @@ def create_app(generator, ranker: Ranker | None = None, api_key: str | None = No
 
     @app.post("/v1/titles", dependencies=[Depends(check_key)])
     async def titles(body: TitleRequest):
-        options = body.options
+        try:
+            options = body.generation_options()
+        except ValueError as err:  # a rule across fields
+            raise HTTPException(status_code=422, detail=str(err)) from None
         abstracts = body.items()
         began = time.perf_counter()
+        job = Job(abstracts, options, body.instruction, deadline=time.monotonic() + request_timeout)
         try:
-            future = batcher.submit(abstracts, options, body.instruction)
+            batcher.submit(job)
         except queue.Full:
             raise HTTPException(status_code=503, detail="busy: too many queued requests",
-                                headers={"Retry-After": "1"}) from None
-        results = await asyncio.wrap_future(future)
+                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        try:
+            results = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), request_timeout)
+        except TimeoutError:
+            job.abandoned.set()  # the worker skips it, or stops the generation it is in
+            raise HTTPException(status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                                detail=f"busy: no answer within the {request_timeout:g} s deadline") from None
+        except asyncio.CancelledError:  # the client went away
+            job.abandoned.set()
+            raise
         out = []
         for abstract, candidates in zip(abstracts, results, strict=True):
             if ranker and len(candidates) > 1:

@@ -6,6 +6,7 @@ Heavy imports (torch, transformers, gradio) happen inside the commands that need
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -289,24 +290,25 @@ def model_options(func):
 
 
 def generation_options(func):
-    """Decoding options shared by generate and eval; defaults from GenerationOptions."""
+    """Decoding options shared by generate and eval: one per GenerationOptions field (bounds, default,
+    help), except num_candidates, which generate asks as -n."""
+    from typing import get_type_hints
+
+    from chatgentitle.config import field_docs
     from chatgentitle.generate import GenerationOptions  # light: no torch at import
 
-    default = GenerationOptions()
-    decorators = [
-        click.option("--max-new-tokens", type=int, default=default.max_new_tokens, show_default=True),
-        click.option("--num-beams", type=int, default=default.num_beams, show_default=True,
-                     help="Beam search width; 1 is greedy decoding (or sampling with --do-sample)."),
-        click.option("--do-sample", is_flag=True),
-        click.option("--temperature", type=float, default=default.temperature, show_default=True),
-        click.option("--top-p", type=float, default=default.top_p, show_default=True),
-        click.option("--top-k", type=int, default=default.top_k, show_default=True),
-        click.option("--repetition-penalty", type=float, default=default.repetition_penalty, show_default=True),
-        click.option("--no-repeat-ngram-size", type=int, default=default.no_repeat_ngram_size, show_default=True,
-                     help="Never repeat this many tokens in a row within a title (0: off)."),
-    ]
-    for decorator in reversed(decorators):
-        func = decorator(func)
+    types, docs = get_type_hints(GenerationOptions), field_docs(GenerationOptions)
+    for option in reversed(dataclasses.fields(GenerationOptions)):
+        if option.name == "num_candidates":
+            continue
+        flag = "--" + option.name.replace("_", "-")
+        if types[option.name] is bool:
+            func = click.option(flag, is_flag=True, help=docs[option.name])(func)
+            continue
+        low, high = option.metadata["range"]
+        kind = click.IntRange(low, high) if types[option.name] is int else click.FloatRange(low, high)
+        func = click.option(flag, type=kind, default=option.default, show_default=True,
+                            help=docs[option.name])(func)
     return func
 
 
@@ -353,7 +355,7 @@ def make_ranker(db):
               help="A JSONL (id, abstract), CSV (id, abstract) or TXT (one per line) file.")
 @click.option("--output", "output_path", type=click.Path(path_type=Path),
               help="JSONL of titles; re-running skips ids already in it.")
-@click.option("-n", "--num-candidates", type=int, default=1, show_default=True,
+@click.option("-n", "--num-candidates", type=click.IntRange(1, 8), default=1, show_default=True,
               help="Distinct titles per abstract, ranked (see README: ranking).")
 @click.option("--instruction", help="Override the instruction of the prompt.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
@@ -438,10 +440,12 @@ def _samples(generator, options):
 @click.option("--api-key", envvar="CHATGENTITLE_API_KEY", help="Require 'Authorization: Bearer KEY' on the API.")
 @click.option("--max-batch", type=int, default=8, show_default=True, help="Abstracts per micro-batch.")
 @click.option("--max-queue", type=int, default=256, show_default=True, help="Queued requests before 503.")
+@click.option("--request-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="Seconds a request may take, queueing included; then 503 + Retry-After, and its decoding stops.")
 @click.option("--db", type=click.Path(path_type=Path), help="Paper store for the uniqueness check.")
 @click.option("--no-ui", is_flag=True, help="Serve the JSON API only.")
 @model_options
-def serve(host, port, api_key, max_batch, max_queue, db, no_ui, **model):
+def serve(host, port, api_key, max_batch, max_queue, request_timeout, db, no_ui, **model):
     """Serve the JSON API (/v1/titles, /docs) and the web UI (/) from one process."""
     try:
         import uvicorn
@@ -451,7 +455,8 @@ def serve(host, port, api_key, max_batch, max_queue, db, no_ui, **model):
         raise UserError(f"serve needs the serve extra: pip install 'chatgentitle[serve]' ({err})") from None
     generator = load_generator(**model)
     ranker = make_ranker(db)
-    app = create_app(generator, ranker, api_key=api_key, max_batch=max_batch, max_queue=max_queue)
+    app = create_app(generator, ranker, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
+                     request_timeout=request_timeout)
     if not no_ui:
         import gradio as gr
 

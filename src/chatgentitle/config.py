@@ -6,12 +6,28 @@ saved next to the outputs (`config.yaml` in every run dir).
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from dataclasses import asdict, dataclass, field, fields
+from functools import cache
 from pathlib import Path
 
 import yaml
 
 from chatgentitle.modeling import DEFAULT_BASE
+
+
+@cache
+def field_docs(cls) -> dict[str, str]:
+    """The docstring under each field of a dataclass (what the CLI, the API schema and the web UI show)."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
 
 
 @dataclass

@@ -11,8 +11,8 @@ The CLI, batch files, REST API, web UI and `eval` all go through it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 
@@ -23,38 +23,42 @@ from chatgentitle.prompt import PromptTemplate, clean_title, encode_prompt
 from chatgentitle.ranking import has_repeated_bigram
 
 
+def _bounded(default, low, high):
+    """A field whose value must lie in [low, high]: the bound every front end enforces and shows."""
+    return field(default=default, metadata={"range": (low, high)})
+
+
 @dataclass
 class GenerationOptions:
-    """How titles are decoded; every field takes effect."""
+    """How titles are decoded; every field takes effect. The bounds keep one request's work bounded
+    (beams x candidates x new tokens); the API answers 422 outside them, the CLI and web UI use them."""
 
-    max_new_tokens: int = 40
+    max_new_tokens: int = _bounded(40, 1, 64)
     """Upper bound on generated tokens per title."""
-    num_beams: int = 4
+    num_beams: int = _bounded(4, 1, 8)
     """Beam search width (1: greedy, or sampling with do_sample). 4, as the seed project decoded: on
-    validation it scores 3.7 ROUGE-L above greedy decoding for 3x the time (docs/search.md)."""
+    validation it scores 3.7 ROUGE-L above greedy decoding (docs/search.md)."""
     do_sample: bool = False
     """Sample instead of beam/greedy decoding (num_beams is then not used)."""
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 50
-    repetition_penalty: float = 1.1
+    temperature: float = _bounded(0.7, 0.01, 2.0)
+    """Sampling temperature (with do_sample)."""
+    top_p: float = _bounded(0.9, 0.01, 1.0)
+    """Nucleus sampling: keep the smallest set of tokens with this much probability (with do_sample)."""
+    top_k: int = _bounded(50, 0, 200)
+    """Sample among the k most likely tokens (0: all; with do_sample)."""
+    repetition_penalty: float = _bounded(1.1, 0.5, 2.0)
     """>1 discourages repeated tokens (titles that say the same thing twice)."""
-    no_repeat_ngram_size: int = 0
+    no_repeat_ngram_size: int = _bounded(0, 0, 8)
     """Never repeat a sequence of this many tokens within a title (0: off)."""
-    num_candidates: int = 1
+    num_candidates: int = _bounded(1, 1, 8)
     """Distinct titles to return per abstract (beam search or sampling provide them)."""
 
     def __post_init__(self):
-        if not 1 <= self.max_new_tokens <= 256:
-            raise ValueError("max_new_tokens must be between 1 and 256")
-        if self.num_beams < 1 or self.num_candidates < 1 or self.num_candidates > 16:
-            raise ValueError("num_beams must be >= 1 and num_candidates between 1 and 16")
-        if self.do_sample and (self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0):
-            raise ValueError("sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 0")
-        if self.repetition_penalty <= 0:
-            raise ValueError("repetition_penalty must be > 0")
-        if self.no_repeat_ngram_size < 0:
-            raise ValueError("no_repeat_ngram_size must be >= 0")
+        for f in fields(self):
+            if "range" in f.metadata:
+                low, high = f.metadata["range"]
+                if not low <= getattr(self, f.name) <= high:
+                    raise ValueError(f"{f.name} must be between {low} and {high}")
 
     @property
     def beam_search(self) -> bool:
@@ -101,6 +105,18 @@ def describe_run(run_dir: Path) -> tuple[str, PromptTemplate, int]:
     has_prompt = (run_dir / "prompt.json").is_file()
     template = PromptTemplate.load(run_dir if has_prompt else config.get("prompt_template", "alpaca"))
     return config["base_model"], template, int(config.get("cutoff_len", 512))
+
+
+class _StopWhen:
+    """A transformers stopping criterion that ends decoding for every row when asked to."""
+
+    def __init__(self, should_stop: Callable[[], bool]):
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.should_stop(), dtype=torch.bool, device=input_ids.device)
 
 
 class TitleGenerator:
@@ -180,15 +196,21 @@ class TitleGenerator:
         abstracts: list[str],
         options: GenerationOptions | None = None,
         instruction: str | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[list[str]]:
         """Distinct candidate titles for each abstract, best first: the model's order, except that titles
-        which repeat a pair of words go last."""
+        which repeat a pair of words go last. `should_stop` is asked between decoding steps: when it
+        says yes, decoding ends there (the titles so far come back; the API uses it past a deadline)."""
         import torch
 
         options = options or GenerationOptions()
         if not abstracts:
             return []
         input_ids, attention_mask, kwargs = self._batch(abstracts, instruction, options)
+        if should_stop:
+            from transformers import StoppingCriteriaList
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhen(should_stop)])
         with torch.inference_mode():
             output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         # decode only the new tokens: no searching for a response marker

@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
+from typing import get_type_hints
 
 import gradio as gr
 
+from chatgentitle.config import field_docs
 from chatgentitle.generate import GenerationOptions
 from chatgentitle.prompt import SEED_INSTRUCTION
 from chatgentitle.ranking import Ranker
@@ -21,20 +24,28 @@ EXAMPLE_ABSTRACT = (
 )
 
 
+OPTION_FIELDS = dataclasses.fields(GenerationOptions)
+OPTION_TYPES = get_type_hints(GenerationOptions)
+
+
+def option_input(option: dataclasses.Field):
+    """A checkbox or a slider for one GenerationOptions field: its bounds, default and help."""
+    help_text = field_docs(GenerationOptions)[option.name]
+    if OPTION_TYPES[option.name] is bool:
+        return gr.Checkbox(value=option.default, label=option.name, info=help_text)
+    low, high = option.metadata["range"]
+    step = 1 if OPTION_TYPES[option.name] is int else 0.01
+    return gr.Slider(low, high, value=option.default, step=step, label=option.name, info=help_text)
+
+
 def build_demo(generator, ranker: Ranker | None = None) -> gr.Blocks:
     instruction = getattr(getattr(generator, "template", None), "instruction", SEED_INSTRUCTION)
-    default = GenerationOptions()
 
-    def write_titles(instruction, abstract, max_new_tokens, num_beams, do_sample, temperature, top_p,
-                     top_k, repetition_penalty, no_repeat_ngram_size, num_candidates):
+    def write_titles(instruction, abstract, *values):
         if not abstract or not abstract.strip():
             raise gr.Error("Paste an abstract into the Input box.")
-        options = GenerationOptions(
-            max_new_tokens=int(max_new_tokens), num_beams=int(num_beams), do_sample=bool(do_sample),
-            temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
-            repetition_penalty=float(repetition_penalty), no_repeat_ngram_size=int(no_repeat_ngram_size),
-            num_candidates=int(num_candidates),
-        )
+        options = GenerationOptions(**{f.name: OPTION_TYPES[f.name](v) for f, v in zip(OPTION_FIELDS, values,
+                                                                                        strict=True)})
         title = ""
         if not options.beam_search and hasattr(generator, "stream"):
             for title in generator.stream(abstract, replace(options, num_candidates=1), instruction):
@@ -55,17 +66,7 @@ def build_demo(generator, ranker: Ranker | None = None) -> gr.Blocks:
                 input_box = gr.Textbox(label="Input", placeholder="Paste the abstract here", lines=10,
                                        elem_id="abstract-input")
                 with gr.Accordion("Generation options", open=False):
-                    max_new_tokens = gr.Slider(4, 128, value=default.max_new_tokens, step=1, label="max_new_tokens")
-                    num_beams = gr.Slider(1, 8, value=default.num_beams, step=1, label="num_beams")
-                    do_sample = gr.Checkbox(value=default.do_sample, label="do_sample")
-                    temperature = gr.Slider(0.05, 2.0, value=default.temperature, label="temperature")
-                    top_p = gr.Slider(0.05, 1.0, value=default.top_p, label="top_p")
-                    top_k = gr.Slider(0, 200, value=default.top_k, step=1, label="top_k")
-                    repetition_penalty = gr.Slider(1.0, 2.0, value=default.repetition_penalty,
-                                                   label="repetition_penalty")
-                    no_repeat_ngram_size = gr.Slider(0, 6, value=default.no_repeat_ngram_size, step=1,
-                                                     label="no_repeat_ngram_size")
-                    num_candidates = gr.Slider(1, 8, value=3, step=1, label="num_candidates")
+                    option_inputs = [option_input(option) for option in OPTION_FIELDS]
                 submit = gr.Button("Generate title", variant="primary", elem_id="generate")
             with gr.Column(scale=2):
                 title_box = gr.Textbox(label="Title", lines=2, elem_id="title-output")
@@ -74,7 +75,6 @@ def build_demo(generator, ranker: Ranker | None = None) -> gr.Blocks:
                     label="Ranked candidates", wrap=True,
                 )
         gr.Examples([[instruction, EXAMPLE_ABSTRACT]], [instruction_box, input_box])
-        inputs = [instruction_box, input_box, max_new_tokens, num_beams, do_sample, temperature, top_p,
-                  top_k, repetition_penalty, no_repeat_ngram_size, num_candidates]
+        inputs = [instruction_box, input_box, *option_inputs]
         submit.click(write_titles, inputs, [title_box, table], concurrency_limit=1)
     return demo
