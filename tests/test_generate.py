@@ -86,28 +86,14 @@ def test_no_repeat_ngram_size_forbids_repeated_tokens(generator):
         GenerationOptions(no_repeat_ngram_size=-1)
 
 
-def test_beam_that_repeats_itself_is_not_chosen(generator):
-    import torch
+def test_beam_that_repeats_itself_is_not_chosen():
+    from chatgentitle.generate import pick_titles
 
-    class LoopingBeams(torch.nn.Module):
-        """Stands in for the model: its best beam loops, the second does not."""
-
-        def __init__(self):
-            super().__init__()
-            self.weight = torch.nn.Parameter(torch.zeros(1))
-
-        def generate(self, input_ids, attention_mask, num_return_sequences, **kwargs):
-            beams = ["graph neural graph neural graph neural", "graph neural networks", "a method", "networks"]
-            assert num_return_sequences == len(beams)  # every beam comes back
-            ids = [generator.tokenizer(b, add_special_tokens=False)["input_ids"] for b in beams]
-            width = max(map(len, ids))
-            new = torch.tensor([row + [generator.tokenizer.pad_token_id] * (width - len(row)) for row in ids])
-            return torch.cat([input_ids.repeat(len(beams), 1), new], dim=1)
-
-    looping = TitleGenerator(LoopingBeams(), generator.tokenizer, generator.template)
-    assert looping([ABSTRACT], GenerationOptions(num_beams=4)) == ["graph neural networks"]
-    candidates = looping.generate([ABSTRACT], GenerationOptions(num_beams=4, num_candidates=2))[0]
-    assert candidates == ["graph neural networks", "a method"]
+    beams = ["graph neural graph neural graph neural", "graph neural networks", "a method", "Graph neural networks.",
+             "networks"]
+    assert pick_titles(beams, 1) == ["graph neural networks"]
+    assert pick_titles(beams, 3) == ["graph neural networks", "a method", "networks"]  # near-duplicate dropped
+    assert pick_titles(["", " "], 2) == [""]
 
 
 def test_stream_yields_growing_title(generator):

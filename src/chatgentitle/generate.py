@@ -107,6 +107,20 @@ def describe_run(run_dir: Path) -> tuple[str, PromptTemplate, int]:
     return config["base_model"], template, int(config.get("cutoff_len", 512))
 
 
+def pick_titles(texts: list[str], num_candidates: int) -> list[str]:
+    """Distinct cleaned titles from decoded candidates (best first), at most num_candidates, never none."""
+    seen, titles = set(), []
+    for text in texts:
+        title = clean_title(text)
+        key = " ".join(title.lower().split())
+        if title and key not in seen:
+            seen.add(key)
+            titles.append(title)
+    # beam search can loop ("L-RAPM: L-RAPM: ..."); a later beam that does not is preferred
+    titles.sort(key=has_repeated_bigram)  # stable: the model's order otherwise
+    return titles[:num_candidates] or [""]
+
+
 class _StopWhen:
     """A transformers stopping criterion that ends decoding for every row when asked to."""
 
@@ -171,6 +185,10 @@ class TitleGenerator:
         if not quantize:
             model = model.to(device)
         model.eval()
+        if model.config._attn_implementation == "sdpa":  # sdpa, and shared prompts in beam search
+            from chatgentitle.beam import SHARED
+
+            model.set_attn_implementation(SHARED)
         name = Path(adapter).name if adapter else f"{base_model} (zero-shot)"
         return cls(model, tokenizer, template, max_prompt_tokens=max(64, cutoff), name=name)
 
@@ -207,28 +225,25 @@ class TitleGenerator:
         if not abstracts:
             return []
         input_ids, attention_mask, kwargs = self._batch(abstracts, instruction, options)
-        if should_stop:
-            from transformers import StoppingCriteriaList
+        if options.beam_search and not options.no_repeat_ngram_size:  # one prefill per abstract
+            from chatgentitle.beam import beam_search
 
-            kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhen(should_stop)])
-        with torch.inference_mode():
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        # decode only the new tokens: no searching for a response marker
-        texts = self.tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
-        per_abstract = len(texts) // len(abstracts)
-        results = []
-        for i in range(len(abstracts)):
-            seen, titles = set(), []
-            for text in texts[i * per_abstract:(i + 1) * per_abstract]:
-                title = clean_title(text)
-                key = " ".join(title.lower().split())
-                if title and key not in seen:
-                    seen.add(key)
-                    titles.append(title)
-            # beam search can loop ("L-RAPM: L-RAPM: ..."); a later beam that does not is preferred
-            titles.sort(key=has_repeated_bigram)  # stable: the model's order otherwise
-            results.append(titles[: options.num_candidates] or [""])
-        return results
+            beams = beam_search(self.model, input_ids, attention_mask, num_beams=kwargs["num_beams"],
+                                max_new_tokens=options.max_new_tokens, eos_token_id=self.tokenizer.eos_token_id,
+                                repetition_penalty=options.repetition_penalty, should_stop=should_stop)
+            texts = [[self.tokenizer.decode(seq, skip_special_tokens=True) for seq in seqs] for seqs in beams]
+        else:  # greedy, sampling, no_repeat_ngram_size: transformers' generate
+            if should_stop:
+                from transformers import StoppingCriteriaList
+
+                kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhen(should_stop)])
+            with torch.inference_mode():
+                output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            # decode only the new tokens: no searching for a response marker
+            flat = self.tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
+            per_abstract = len(flat) // len(abstracts)
+            texts = [flat[i:i + per_abstract] for i in range(0, len(flat), per_abstract)]
+        return [pick_titles(candidates, options.num_candidates) for candidates in texts]
 
     def __call__(self, abstracts: list[str], options: GenerationOptions | None = None,
                  instruction: str | None = None) -> list[str]:

@@ -1,0 +1,198 @@
+"""Beam search with one prefill per abstract: the prompt is encoded once and its KV cache shared by the beams.
+
+transformers' `generate(num_beams=K)` copies every prompt K times before encoding it, so K-1 of
+every K prompt tokens are computed for nothing (the prompt is ~250 tokens, the title ~20). This
+search encodes each prompt once, expands its cache to K rows after the first step, and drops the
+rows of an abstract as soon as its beams are settled. Scoring follows transformers' beam search
+(log-softmax, repetition penalty on the log-probabilities, 2K candidates per step, length
+penalty on finished titles, its stopping rule with early_stopping=False), so it returns the same
+titles, with one difference by design: the repetition penalty counts the real tokens of a prompt,
+not its left padding (transformers also penalises the pad token, i.e. EOS for models whose pad is
+EOS, in the shorter prompts of a batch, so its titles there depend on their neighbours).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import torch
+from transformers import AttentionInterface, DynamicCache
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+NEG = -1.0e9  # the score of a slot that must not be chosen (as in transformers)
+SHARED = "sdpa_shared_prefix"  # the attention implementation that reads a SharedPrefixCache
+
+
+class SharedPrefixCache(DynamicCache):
+    """The prompt's keys/values once per abstract, the title's per beam (preallocated, written in place).
+
+    Reordering the beams moves only the title part (~20 tokens), never the prompt (~250).
+    """
+
+    def __init__(self, prompt_cache: DynamicCache, prompt_mask: torch.Tensor, beams: int, max_new_tokens: int,
+                 abstracts: torch.Tensor | None = None):
+        super().__init__()
+        self.prompt = [(layer.keys, layer.values) for layer in prompt_cache.layers]
+        self.prompt_mask = prompt_mask.bool()  # (abstracts, prompt length): False on left padding
+        if abstracts is not None:
+            self._keep(abstracts)
+        rows = self.prompt_mask.shape[0] * beams
+        self.title = [(keys.new_zeros(rows, keys.shape[1], max_new_tokens, keys.shape[3]),
+                       values.new_zeros(rows, values.shape[1], max_new_tokens, values.shape[3]))
+                      for keys, values in self.prompt]
+        self.length = 0  # title tokens stored
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        keys, values = self.title[layer_idx]
+        keys[:, :, self.length] = key_states[:, :, 0]
+        values[:, :, self.length] = value_states[:, :, 0]
+        return keys[:, :, : self.length + 1], values[:, :, : self.length + 1]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.prompt[0][0].shape[2] + self.length
+
+    def advance(self, rows: torch.Tensor, abstracts: torch.Tensor | None) -> None:
+        """After a step: keep the title rows `rows` (beam order), and the prompts of `abstracts`."""
+        self.length += 1
+        self.title = [(keys.index_select(0, rows), values.index_select(0, rows)) for keys, values in self.title]
+        if abstracts is not None:
+            self._keep(abstracts)
+
+    def _keep(self, abstracts: torch.Tensor) -> None:
+        self.prompt = [(keys.index_select(0, abstracts), values.index_select(0, abstracts))
+                       for keys, values in self.prompt]
+        self.prompt_mask = self.prompt_mask.index_select(0, abstracts)
+
+
+def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                            shared_prefix: SharedPrefixCache | None = None, **kwargs):
+    """One decoding step's attention over a shared prompt and per-beam titles; plain sdpa otherwise.
+
+    query (rows, heads, 1, dim) with rows = abstracts x beams; key/value: the titles' (rows, kv heads,
+    t, dim); the prompts' (abstracts, kv heads, W, dim) come from the cache.
+    """
+    if shared_prefix is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    prompt_keys, prompt_values = shared_prefix.prompt[module.layer_idx]
+    abstracts, kv_heads, width, dim = prompt_keys.shape
+    rows, heads = query.shape[:2]
+    beams, group = rows // abstracts, heads // kv_heads
+    scaling = scaling if scaling is not None else dim ** -0.5
+    # every query of an abstract (beams x grouped heads) against its one prompt: a batched matmul
+    q = query.view(abstracts, beams, kv_heads, group, dim).transpose(1, 2).reshape(abstracts, kv_heads, -1, dim)
+    prompt_scores = (q @ prompt_keys.transpose(-1, -2)).float() * scaling
+    prompt_scores = prompt_scores.masked_fill(~shared_prefix.prompt_mask[:, None, None, :], float("-inf"))
+    title_scores = (query.view(rows, kv_heads, group, dim) @ key.transpose(-1, -2)).float() * scaling
+    title_scores = title_scores.view(abstracts, beams, kv_heads, group, -1).transpose(1, 2).reshape(
+        abstracts, kv_heads, beams * group, -1)
+    probs = torch.cat([prompt_scores, title_scores], dim=-1).softmax(dim=-1).to(query.dtype)
+
+    def per_row(x):  # (abstracts, kv heads, beams x group, n) -> (rows, kv heads, group, n)
+        return x.view(abstracts, kv_heads, beams, group, -1).transpose(1, 2).reshape(rows, kv_heads, group, -1)
+
+    out = per_row(probs[..., :width] @ prompt_values) + per_row(probs[..., width:]) @ value
+    return out.reshape(rows, heads, 1, dim).transpose(1, 2), None
+
+
+AttentionInterface.register(SHARED, shared_prefix_attention)
+ALL_MASK_ATTENTION_FUNCTIONS.register(SHARED, sdpa_mask)
+
+
+@torch.inference_mode()
+def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, num_beams: int,
+                max_new_tokens: int, eos_token_id: int, repetition_penalty: float = 1.0,
+                length_penalty: float = 1.0, should_stop: Callable[[], bool] | None = None) -> list[list[list[int]]]:
+    """The num_beams best continuations of each left-padded prompt, best first, EOS removed."""
+    from transformers import DynamicCache
+
+    k, batch, device = num_beams, input_ids.shape[0], input_ids.device
+    prompt_lengths = attention_mask.sum(-1)
+    window = getattr(model.config, "sliding_window", None)
+    shared = model.config._attn_implementation == SHARED and (
+        not window or input_ids.shape[1] + max_new_tokens <= window)
+    cache = DynamicCache(config=model.config)
+    # transformers renamed past_key_values to cache (5.2x; the old name goes in 5.40)
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, **{cache_arg: cache}, use_cache=True,
+                   position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=1).logits[:, -1]
+    # tokens already in each row (prompt without padding, then the title so far), for the repetition penalty
+    seen = torch.zeros(batch, logits.shape[-1], dtype=torch.bool, device=device)
+    seen.scatter_(1, torch.where(attention_mask.bool(), input_ids, input_ids[:, -1:]), True)
+
+    alive = torch.arange(batch, device=device)  # the abstracts still searched, in row-block order
+    running_scores = torch.zeros(batch, 1, device=device)  # one beam per abstract before the first step
+    running_tokens = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)
+    finished_scores = torch.full((batch, k), NEG, device=device)
+    finished_tokens = torch.zeros(batch, k, max_new_tokens, dtype=torch.long, device=device)
+    finished_lengths = torch.zeros(batch, k, dtype=torch.long, device=device)
+    for step in range(max_new_tokens):  # `step` tokens generated so far
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        if repetition_penalty != 1.0:
+            penalised = torch.where(log_probs < 0, log_probs * repetition_penalty, log_probs / repetition_penalty)
+            log_probs = torch.where(seen, penalised, log_probs)
+        beams, vocab = running_scores.shape[1], log_probs.shape[-1]
+        totals = (log_probs.view(len(alive), beams, vocab) + running_scores[..., None]).view(len(alive), -1)
+        top_scores, top_index = totals.topk(2 * k, dim=-1)  # 2k: at least k that do not end here
+        source, token = top_index // vocab, top_index % vocab
+        ends = (token == eos_token_id) | (step + 1 == max_new_tokens) | bool(should_stop and should_stop())
+        sequences = torch.cat([running_tokens.gather(1, source[..., None].expand(-1, -1, step)),
+                               token[..., None]], dim=-1)
+
+        # titles that end here, if among the k best candidates, compete for the k finished slots
+        new_scores = top_scores / (step + 1) ** length_penalty
+        new_scores = new_scores.masked_fill(~ends, NEG)
+        new_scores[:, k:] = NEG
+        merged = torch.cat([finished_scores[alive], new_scores], dim=1)
+        best, order = merged.topk(k, dim=-1)
+        padded = torch.nn.functional.pad(sequences, (0, max_new_tokens - step - 1))
+        finished_tokens[alive] = torch.cat([finished_tokens[alive], padded], dim=1).gather(
+            1, order[..., None].expand(-1, -1, max_new_tokens))
+        finished_lengths[alive] = torch.cat([finished_lengths[alive], torch.full_like(token, step + 1)],
+                                            dim=1).gather(1, order)
+        finished_scores[alive] = best
+        if bool(ends.all()):
+            break
+
+        # the k best candidates that go on
+        running_scores, pick = (top_scores + ends * NEG).topk(k, dim=-1)
+        source, token, running_tokens = source.gather(1, pick), token.gather(1, pick), sequences.gather(
+            1, pick[..., None].expand(-1, -1, step + 1))
+        # an abstract is settled when all k slots are finished and its best running beam, at this length,
+        # scores below the worst of them (transformers' rule with early_stopping=False)
+        worst = torch.where(finished_scores[alive].gt(NEG).all(-1), finished_scores[alive].min(-1).values, NEG)
+        going = running_scores[:, 0] / (step + 1) ** length_penalty > worst
+        if not bool(going.any()):
+            break
+
+        # next rows: the source beam of each kept candidate, for the abstracts still going
+        rows = (torch.arange(len(alive), device=device)[:, None] * beams + source)[going].reshape(-1)
+        keep = None if bool(going.all()) else going.nonzero().squeeze(-1)
+        alive, running_scores, running_tokens = alive[going], running_scores[going], running_tokens[going]
+        if shared and step == 0:  # one prompt per abstract from now on; titles per beam
+            cache = SharedPrefixCache(cache, attention_mask, k, max_new_tokens, keep)
+        elif shared:
+            cache.advance(rows, keep)
+        else:
+            cache.reorder_cache(rows)  # the whole cache: the first step turns one row into k
+        seen = seen[rows]
+        seen.scatter_(1, token[going].reshape(-1, 1), True)
+        length = attention_mask.shape[1] + step + 1
+        if shared:  # a 4D mask is passed through untouched; the attention reads the cache's own masks
+            mask = torch.ones(len(rows), 1, 1, length, dtype=torch.bool, device=device)
+        else:
+            mask = torch.cat([attention_mask[alive].repeat_interleave(k, dim=0),
+                              torch.ones(len(rows), step + 1, dtype=attention_mask.dtype, device=device)], dim=1)
+        positions = (prompt_lengths[alive].repeat_interleave(k) + step)[:, None]
+        logits = model(input_ids=token[going].reshape(-1, 1), attention_mask=mask, **{cache_arg: cache},
+                       position_ids=positions, use_cache=True,
+                       **({"shared_prefix": cache} if shared else {})).logits[:, -1]
+
+    results = []
+    for scores, tokens, lengths in zip(finished_scores.tolist(), finished_tokens.tolist(), finished_lengths.tolist(),
+                                       strict=True):
+        ranked = sorted(zip(scores, tokens, lengths, strict=True), key=lambda s: -s[0])
+        results.append([[t for t in seq[:n] if t != eos_token_id] for score, seq, n in ranked if score > NEG])
+    return results

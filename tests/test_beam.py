@@ -1,0 +1,89 @@
+"""The shared-prefill beam search returns what transformers' beam search returns (tiny model, fp32)."""
+
+import pytest
+import torch
+
+from chatgentitle.beam import SHARED, beam_search
+
+PROMPTS = ["we propose a novel method", "graph neural networks for quantum field theory spectra of the data",
+           "attention"]
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def left_padded(tokenizer, prompts):
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    width = max(map(len, ids))
+    pad = tokenizer.pad_token_id
+    return (torch.tensor([[pad] * (width - len(r)) + r for r in ids]),
+            torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids]))
+
+
+def reference(model, tokenizer, input_ids, attention_mask, beams, max_new_tokens, penalty):
+    """transformers' beam search, every beam, new tokens up to the first EOS."""
+    with torch.inference_mode():
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, num_beams=beams,
+                             num_return_sequences=beams, max_new_tokens=max_new_tokens, do_sample=False,
+                             repetition_penalty=penalty, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
+    rows = []
+    for seq in out[:, input_ids.shape[1]:].tolist():
+        seq = seq[: seq.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in seq else seq
+        rows.append(seq)
+    return [rows[i:i + beams] for i in range(0, len(rows), beams)]
+
+
+def strip_fill(rows, pad):
+    """transformers fills finished sequences with pad: compare without trailing pads."""
+    def strip(seq):
+        while seq and seq[-1] == pad:
+            seq = seq[:-1]
+        return seq
+    return [[strip(seq) for seq in item] for item in rows]
+
+
+@pytest.mark.parametrize("attention", ["sdpa", SHARED])
+@pytest.mark.parametrize(("batch", "beams", "max_new_tokens"), [(1, 4, 12), (3, 4, 12), (3, 2, 3), (3, 6, 20)])
+def test_same_sequences_as_transformers(model_and_tokenizer, attention, batch, beams, max_new_tokens):
+    model, tokenizer = model_and_tokenizer
+    model.set_attn_implementation(attention)
+    try:
+        ids, mask = left_padded(tokenizer, PROMPTS[:batch])
+        # transformers penalises the left padding too: compare the penalty where there is none
+        penalty = 1.3 if batch == 1 else 1.0
+        ours = beam_search(model, ids, mask, num_beams=beams, max_new_tokens=max_new_tokens,
+                           eos_token_id=tokenizer.eos_token_id, repetition_penalty=penalty)
+        model.set_attn_implementation("sdpa")
+        theirs = reference(model, tokenizer, ids, mask, beams, max_new_tokens, penalty)
+        pad = tokenizer.pad_token_id
+        assert strip_fill(ours, pad) == strip_fill(theirs, pad)  # exact token ids, every beam, in order
+        if max_new_tokens == 3:  # every beam hit the limit
+            assert all(len(seq) <= 3 for item in ours for seq in item)
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
+def test_penalty_with_padding_counts_real_tokens_only(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    ids, mask = left_padded(tokenizer, PROMPTS)
+    batched = beam_search(model, ids, mask, num_beams=3, max_new_tokens=10, eos_token_id=tokenizer.eos_token_id,
+                          repetition_penalty=1.3)
+    for i, prompt in enumerate(PROMPTS):  # each title as if decoded alone: the batch does not change it
+        one_ids, one_mask = left_padded(tokenizer, [prompt])
+        alone = beam_search(model, one_ids, one_mask, num_beams=3, max_new_tokens=10,
+                            eos_token_id=tokenizer.eos_token_id, repetition_penalty=1.3)
+        assert batched[i] == alone[0]
+
+
+def test_stop_request_ends_the_search(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    ids, mask = left_padded(tokenizer, PROMPTS)
+    stopped = beam_search(model, ids, mask, num_beams=4, max_new_tokens=30, eos_token_id=tokenizer.eos_token_id,
+                          should_stop=lambda: True)
+    assert all(len(seq) <= 1 for item in stopped for seq in item) and all(item for item in stopped)
