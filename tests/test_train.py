@@ -164,3 +164,15 @@ def test_torchrun_data_parallel(tiny_model_dir, train_file, tmp_path):
     summary = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
     assert summary["optimizer_steps"] == 4 and "final_eval_loss" in summary
     assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_saves_no_adapter(tiny_model_dir, train_file, tmp_path):
+    out = tmp_path / "run"
+    args = train_args(tiny_model_dir, train_file, out, "--max-steps", "8", "--save-steps", "100")
+    args[args.index("--learning-rate") + 1] = "1e30"  # overflows the LoRA weights at once
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "training diverged at step" in result.output
+    assert "Traceback" not in result.output
+    assert not (out / "adapter_model.safetensors").exists()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] < 8  # stopped early, not after all steps

@@ -159,16 +159,24 @@ def last_complete_checkpoint(output_dir: Path) -> str | None:
 
 
 def make_metrics_logger(run_dir: Path):
-    """A Trainer callback appending loss, eval loss, lr and real tokens/s to metrics.jsonl."""
+    """A Trainer callback appending loss, eval loss, lr and real tokens/s to metrics.jsonl, which also
+    stops the run at the first loss or gradient norm that is not finite (`diverged_at` says where)."""
     from transformers import TrainerCallback
 
     class MetricsLogger(TrainerCallback):
         def __init__(self):
             self.started = time.perf_counter()
             self.last = (self.started, 0)
+            self.diverged_at: int | None = None
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
+            if not logs:
+                return
+            if not all(math.isfinite(logs[key]) for key in ("loss", "grad_norm") if key in logs):
+                # every later step would be NaN too: stop now, every rank alike (the values are all-reduced)
+                self.diverged_at = self.diverged_at or state.global_step
+                control.should_training_stop = True
+            if not state.is_world_process_zero:
                 return
             now, tokens = time.perf_counter(), state.num_input_tokens_seen
             row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4),
@@ -300,13 +308,14 @@ def train(cfg: TrainConfig) -> Path:
         report_to="none",
         ddp_find_unused_parameters=False if world > 1 else None,
     )
+    metrics_logger = make_metrics_logger(run_dir)
     trainer = make_trainer_class()(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
         data_collator=TitleCollator(tokenizer.pad_token_id),
-        callbacks=[make_metrics_logger(run_dir)],
+        callbacks=[metrics_logger],
     )
 
     resume = cfg.resume_from_checkpoint
@@ -315,6 +324,10 @@ def train(cfg: TrainConfig) -> Path:
     if not resume:
         (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a fresh run starts a fresh log
     trainer.train(resume_from_checkpoint=resume)
+    if metrics_logger.diverged_at is not None:
+        raise TrainError(f"training diverged at step {metrics_logger.diverged_at} (loss or gradient norm not finite; "
+                         f"see {run_dir / METRICS_FILE}); no adapter was saved. Lower --learning-rate, raise "
+                         "--warmup-steps or train with --dtype fp32")
 
     # Trainer has often just evaluated at the last step; otherwise evaluate now (collective under
     # DDP: every rank has the same log history, so all take the same branch; rank 0 writes).
