@@ -13,6 +13,7 @@ from oai_server import OAIServer, make_records
 
 from chatgentitle import crawl as arxiv
 from chatgentitle.cli import cli
+from chatgentitle.records import category_matches
 from chatgentitle.store import PaperStore
 
 
@@ -24,7 +25,7 @@ def fast_fetcher(**kw):
 
 
 def expected(records, categories=("cs.AI", "cs.CV", "cs.LG")):
-    return sorted(r["id"] for r in records if arxiv.category_matches(r["categories"], categories))
+    return sorted(r["id"] for r in records if category_matches(r["categories"], categories))
 
 
 def stored_ids(store):

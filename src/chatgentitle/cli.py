@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from chatgentitle.report import BASELINES  # light: no torch, no metrics libraries at import
+
 
 class UserError(click.ClickException):
     """A one-line error for the user, exit status 1, never a traceback."""
@@ -494,7 +496,7 @@ def _named(value: str, default_name: str) -> tuple[str, str]:
               help="Test papers: prepare's test.jsonl (or any snapshot-format file).")
 @click.option("--model", "models", multiple=True,
               help="A run dir to evaluate, optionally NAME=RUN_DIR; repeatable. [default: the packaged model]")
-@click.option("--baseline", "baselines", multiple=True, type=click.Choice(["lead-1", "zero-shot"]),
+@click.option("--baseline", "baselines", multiple=True, type=click.Choice(BASELINES),
               help="Built-in baselines; repeatable.")
 @click.option("--predictions", "prediction_files", multiple=True,
               help="Another system's titles: NAME=FILE (JSONL of id, title); repeatable.")
@@ -564,6 +566,3 @@ def evaluate(data_path, models, baselines, prediction_files, out_dir, limit, bat
                    f"ROUGE-L {summary['rougeL']:.1f} [{low:.1f}, {high:.1f}]  BLEU {summary['bleu']:.1f}")
     click.echo(f"report: {out_dir / 'report.md'}")
 
-
-def main():
-    cli()

@@ -25,7 +25,7 @@ from lxml import etree
 from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from chatgentitle import __version__
-from chatgentitle.records import base_id, clean_text
+from chatgentitle.records import base_id, category_matches, clean_text
 from chatgentitle.store import PaperStore
 
 OAI_ENDPOINT = "https://oaipmh.arxiv.org/oai"  # arXiv's OAI-PMH base URL (export.arxiv.org/oai2 before 2025)
@@ -164,13 +164,6 @@ def _text(element, name: str) -> str | None:
         return None
     # itertext joins nested markup; clean_text puts single spaces where the XML had line breaks
     return clean_text(" ".join(found[0].itertext())) or None
-
-
-def category_matches(categories: str, wanted: tuple[str, ...]) -> bool:
-    """True when any listed category is wanted (a category like cs.AI or a whole archive like cs)."""
-    if not wanted:
-        return True
-    return any(c in wanted or c.split(".", 1)[0] in wanted for c in categories.split())
 
 
 def oai_set(category: str) -> str:
@@ -433,19 +426,6 @@ def fetch_ids(fetcher: Fetcher, ids: list[str], endpoint: str = API_ENDPOINT, ch
     for start in range(0, len(ids), chunk):
         params = {"id_list": ",".join(ids[start:start + chunk]), "start": 0, "max_results": chunk}
         yield from parse_atom(fetcher.get_xml(endpoint, params))[0]
-
-
-def search(fetcher: Fetcher, query: str, endpoint: str = API_ENDPOINT, page_size: int = 100,
-           max_results: int = 1000) -> Iterator[dict]:
-    """Papers matching an API search_query, page by page."""
-    start = 0
-    while start < max_results:
-        params = {"search_query": query, "start": start, "max_results": min(page_size, max_results - start)}
-        papers, total = parse_atom(fetcher.get_xml(endpoint, params))
-        yield from papers
-        start += page_size
-        if not papers or start >= total:
-            return
 
 
 # --------------------------------------------------------------------------- RSS

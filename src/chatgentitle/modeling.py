@@ -1,4 +1,4 @@
-"""Loading models: the only place that calls from_pretrained.
+"""Loading base models (and the GGUF conversion); TitleGenerator adds adapters on top.
 
 A base model is a local HF directory, a GGUF file, a hub id (where a hub is reachable) or a
 built-in name: `smollm2-135m` is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 
 import platformdirs
+
+from chatgentitle.records import atomic_dir
 
 DEFAULT_BASE = "smollm2-135m"
 
@@ -74,12 +76,9 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return out_dir
 
 
@@ -205,15 +204,12 @@ def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "fp32")
     base, template, _ = describe_run(run_dir)
     model, tokenizer = load_base(base, dtype=resolve_dtype(dtype, "cpu"))
     merged = PeftModel.from_pretrained(model, run_dir).merge_and_unload()
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    template.save(tmp)
-    (tmp / "adapter").mkdir()
-    for name in ("adapter_config.json", "adapter_model.safetensors", "prompt.json", "config.yaml"):
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, tmp / "adapter" / name)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        template.save(tmp)
+        (tmp / "adapter").mkdir()
+        for name in ("adapter_config.json", "adapter_model.safetensors", "prompt.json", "config.yaml"):
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, tmp / "adapter" / name)
     return out_dir

@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from chatgentitle.prompt import SEED_INSTRUCTION
-from chatgentitle.records import BadLines, Paper, atomic_path, write_atomic
+from chatgentitle.records import BadLines, Paper, atomic_path, category_matches, write_atomic
 
 SPLITS = ("train", "val", "test")
 RESERVOIR = 20_000  # papers whose lengths give the percentiles in stats.json
@@ -103,22 +103,14 @@ def drop_reason(paper: Paper, cfg: PrepareConfig) -> str | None:
         return "abstract_length"
     if not cfg.min_title_chars <= len(paper.title) <= cfg.max_title_chars:
         return "title_length"
-    if cfg.categories and not _in_categories(paper, cfg):
+    if cfg.categories and not category_matches(
+            paper.categories if cfg.any_category else [paper.primary_category], cfg.categories):
         return "category"
     if cfg.since and paper.update_date < cfg.since:
         return "date"
     if cfg.until and paper.update_date > cfg.until:
         return "date"
     return None
-
-
-def _in_categories(paper: Paper, cfg: PrepareConfig) -> bool:
-    listed = paper.categories.split() if cfg.any_category else [paper.primary_category]
-    for category in listed:
-        archive = category.split(".", 1)[0]
-        if category in cfg.categories or archive in cfg.categories:
-            return True
-    return False
 
 
 class Stats:

@@ -1,4 +1,4 @@
-"""Papers: the one record type, its cleanup, and streaming JSON-lines I/O.
+"""Papers as `prepare` reads and writes them, their cleanup, streaming JSON-lines I/O, atomic writes.
 
 Reads the Kaggle arXiv snapshot (`arxiv-metadata-oai-snapshot.json`, plain or .gz) and the
 project's own JSONL (a subset of the same schema) one line at a time, so memory stays flat
@@ -11,6 +11,7 @@ import contextlib
 import gzip
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -156,23 +157,43 @@ def read_papers(paths: Iterable[Path], bad: BadLines | None = None) -> Iterator[
                 bad.add(f"{path}:{line_no + 1}", f"truncated or corrupt gzip ({err})")
 
 
-def atomic_path(path: Path) -> contextlib.AbstractContextManager[Path]:
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
-    @contextlib.contextmanager
-    def manager() -> Iterator[Path]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            yield Path(tmp)
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
 
-    return manager()
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield an empty folder beside `path` (`<name>.partial`); it becomes `path` only if the block succeeds."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def category_matches(categories, wanted) -> bool:
+    """True when any of `categories` (a list, or a space-separated string) is wanted: a category
+    like cs.AI, or its whole archive like cs. Nothing wanted matches everything."""
+    if not wanted:
+        return True
+    listed = categories.split() if isinstance(categories, str) else categories
+    return any(c in wanted or c.split(".", 1)[0] in wanted for c in listed)
 
 
 def write_atomic(path: Path, writer: Callable[[object], None], mode: str = "wb") -> None:
