@@ -41,8 +41,39 @@ def record_xml(r: dict) -> str:
             f"</arXiv></metadata></record>")
 
 
-class OAIServer:
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 for the life of a `with` block; subclasses answer GETs."""
+
+    path = ""  # appended to the base URL to make `url`
+
+    def get(self, handler: BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.get(self)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}{self.path}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class OAIServer(LoopbackServer):
     """Start with `with OAIServer(records) as server:`; server.url is the endpoint."""
+
+    path = "/oai"
 
     def __init__(self, records: list[dict], page_size: int = 3, faults=(), response_date: str = "2026-05-30",
                  retry_after: int = 1, stall_seconds: float = 2.0):
@@ -56,35 +87,17 @@ class OAIServer:
         self.injected: dict[str, int] = {}
         self.lock = threading.Lock()
 
-    def __enter__(self) -> OAIServer:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                params = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
-                with server.lock:
-                    server.requests.append((time.monotonic(), params))
-                    fault = server.faults.popleft() if server.faults else None
-                    if fault == "badtoken" and "resumptionToken" not in params:
-                        server.faults.appendleft(fault)  # only a request with a token can have an
-                        fault = None  # expired one: keep it for the next such request
-                    if fault:
-                        server.injected[fault] = server.injected.get(fault, 0) + 1
-                server.answer(self, params, fault)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/oai"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def get(self, handler: BaseHTTPRequestHandler) -> None:
+        params = {k: v[0] for k, v in parse_qs(urlparse(handler.path).query).items()}
+        with self.lock:
+            self.requests.append((time.monotonic(), params))
+            fault = self.faults.popleft() if self.faults else None
+            if fault == "badtoken" and "resumptionToken" not in params:
+                self.faults.appendleft(fault)  # only a request with a token can have an
+                fault = None  # expired one: keep it for the next such request
+            if fault:
+                self.injected[fault] = self.injected.get(fault, 0) + 1
+        self.answer(handler, params, fault)
 
     def page(self, params: dict, cut_short: bool = False) -> str:
         if "resumptionToken" in params:
@@ -143,3 +156,25 @@ class OAIServer:
             handler.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up waiting (timeout fault)
+
+
+class FixtureServer(LoopbackServer):
+    """Serves recorded responses: `routes` maps a URL path to a file (the arXiv API and RSS)."""
+
+    def __init__(self, routes: dict[str, str]):
+        self.routes = routes
+        self.requests: list[str] = []
+
+    def get(self, handler: BaseHTTPRequestHandler) -> None:
+        self.requests.append(handler.path)
+        path = urlparse(handler.path).path
+        if path not in self.routes:
+            handler.send_error(404)
+            return
+        with open(self.routes[path], "rb") as file:
+            data = file.read()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/xml")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)

@@ -4,12 +4,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from conftest import shared_path
 from lxml import etree
-from oai_server import OAIServer, make_records
+from oai_server import FixtureServer, OAIServer, make_records
 
 from chatgentitle import crawl as arxiv
 from chatgentitle.cli import cli
@@ -159,7 +160,8 @@ def test_politeness_delay_between_requests(tmp_path):
         arxiv.harvest(s, fast_fetcher(delay_seconds=0.2), server.url, ("cs",))
         times = [t for t, _ in server.requests]
         assert len(times) == 7  # 6 pages + 1 retry
-        assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.195
+        # measured where the requests arrive: thread scheduling on a busy machine shifts them a little
+        assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.18
 
 
 def test_arxiv_hosts_never_get_less_than_3_seconds():
@@ -243,6 +245,83 @@ def test_crawl_help_is_instant_and_torch_free():
 
 
 # --------------------------------------------------------------------------- recorded arXiv responses
+RECORDED = Path(__file__).parent / "data" / "arxiv"  # our own, in arXiv's formats (fresh clones have them)
+
+
+def parse(name):
+    return etree.parse(str(RECORDED / name)).getroot()
+
+
+def test_own_oai_pages_parse():
+    page = arxiv.parse_oai_page(parse("oai_ListRecords_arXiv.xml"))
+    assert [r["id"] for r in page.records] == ["2605.00017", "2605.00021"]  # the deleted record is skipped
+    assert page.resumption_token == "7263541|1001" and page.complete_list_size == 5
+    assert page.response_date == "2026-05-04"
+    first = page.records[0]
+    assert first["title"] == "Sparse Mixtures of Experts for Long-Context Retrieval"
+    assert first["abstract"].startswith("We study sparse mixtures") and "\n" not in first["abstract"]
+    assert first["authors"] == "Maria Rossi, Wei Chen Jr" and first["categories"] == "cs.CL cs.LG"
+    assert first["update_date"] == "2026-05-01" and first["datestamp"] == "2026-05-02"
+    assert page.records[1]["update_date"] == "2026-05-01" and page.records[1]["doi"] == "10.1000/example.2026.21"
+    raw = arxiv.parse_oai_page(parse("oai_ListRecords_arXivRaw.xml"))
+    paper = raw.records[0]
+    assert paper["id"] == "hep-th/9901001" and paper["version"] == 2 and paper["update_date"] == "2026-05-03"
+    assert paper["title"] == "Spectra of a Toy Quantum Field Theory" and raw.resumption_token is None
+    arxiv.check_list_answer(parse("oai_ListRecords_arXiv.xml"), continuation=False)
+    arxiv.check_list_answer(parse("oai_ListRecords_arXivRaw.xml"), continuation=True)  # 3 + 1 of 4: complete
+    with pytest.raises(arxiv.OAIError) as err:
+        arxiv.parse_oai_page(parse("oai_error_badResumptionToken.xml"))
+    assert err.value.code == "badResumptionToken"
+
+
+def test_own_api_and_rss_responses_parse():
+    papers, total = arxiv.parse_atom(parse("api_query_id_list.xml"))
+    assert total == 2 and [p["id"] for p in papers] == ["2605.00017", "hep-th/9901001"]
+    assert papers[0]["categories"] == "cs.CL cs.LG"  # the primary category first
+    assert papers[0]["title"] == "Sparse Mixtures of Experts for Long-Context Retrieval"
+    assert papers[1]["version"] == 2 and papers[1]["journal-ref"] == "Toy Phys. 1 (1999) 1"
+    with pytest.raises(arxiv.CrawlError, match="incorrect id format for 2605.bad"):
+        arxiv.parse_atom(parse("api_error.xml"))
+    items = arxiv.parse_rss(parse("rss_cs.AI.xml"))
+    assert [(p["id"], p["source"]) for p in items] == [
+        ("2605.00101", "rss:new"), ("2604.31100", "rss:replace"), ("2605.00133", "rss:cross")]
+    assert items[0]["abstract"].startswith("We let a language model plan") and items[0]["update_date"] == "2026-05-04"
+    assert items[0]["authors"] == "Lena Vogel, Tomas Ruiz" and items[1]["version"] == 2
+
+
+def test_cli_ids_and_rss_store_what_the_recorded_answers_hold(tmp_path):
+    db = tmp_path / "p.db"
+    routes = {"/api/query": str(RECORDED / "api_query_id_list.xml"), "/rss/cs.AI": str(RECORDED / "rss_cs.AI.xml")}
+    with FixtureServer(routes) as server:
+        runner = CliRunner()
+        ids = runner.invoke(cli, ["crawl", "--db", str(db), "--delay", "0", "--endpoint", server.url + "/api/query",
+                                  "--ids", "2605.00017,hep-th/9901001v2"])
+        assert ids.exit_code == 0 and "2 papers looked up" in ids.output, ids.output
+        assert "id_list=2605.00017%2Chep-th%2F9901001v2" in server.requests[0]
+        rss = runner.invoke(cli, ["crawl", "--db", str(db), "--delay", "0", "--endpoint", server.url + "/rss",
+                                  "--rss", "--categories", "cs.AI"])
+        assert rss.exit_code == 0 and "3 papers from the RSS listing" in rss.output, rss.output
+    with PaperStore(db) as store:
+        assert store.count() == 5 and store.get("hep-th/9901001")["version"] == 2
+        assert store.get("2605.00101")["source"] == "rss:new"
+
+
+@pytest.mark.slow
+def test_every_harvests_again_until_sigterm(tmp_path):
+    db = tmp_path / "p.db"
+    with OAIServer(make_records(6), page_size=10) as server:
+        proc = subprocess.Popen([sys.executable, "-m", "chatgentitle", "crawl", "--endpoint", server.url, "--db",
+                                 str(db), "--delay", "0", "--every", "1s"], stdout=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while len(server.requests) < 2 and time.time() < deadline:  # two harvests, one second apart
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert out.count("harvested") >= 2 and "next harvest in 1s" in out
+        assert server.requests[1][1]["from"] == "2026-05-30"  # the second run continued from the first
+
+
 def test_shared_oai_pages_parse():
     folder = shared_path("fixtures", "oai_pmh")
     name = "litpuvn_arxiv-oai-harvester__ListRecords_arXivRaw_2016-10-21.xml"

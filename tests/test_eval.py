@@ -91,6 +91,27 @@ def test_eval_report_with_a_model_lead_1_and_predictions(tmp_path, test_file, ti
     assert "tiny: 0 titles generated, 2 from the previous run" in again.output
 
 
+def test_eval_zero_shot_baseline(tmp_path, test_file, tiny_model_dir):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    args = ["eval", "--data", str(test_file), "--baseline", "zero-shot", "--out", str(tmp_path / "report"),
+            "--max-new-tokens", "3", "--dtype", "fp32"]
+    no_chat = CliRunner().invoke(cli, [*args, "--base-model", str(tiny_model_dir)])
+    assert no_chat.exit_code == 1 and "has no chat template" in no_chat.output  # one line, no traceback
+    chat_model = tmp_path / "tiny-chat"  # the tiny model with a chat template, as instruct models have
+    shutil.copytree(tiny_model_dir, chat_model)
+    tokenizer = AutoTokenizer.from_pretrained(chat_model)
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }} ### {% endfor %}"
+    tokenizer.save_pretrained(chat_model)
+    result = CliRunner().invoke(cli, [*args, "--base-model", str(chat_model)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "report"
+    scores = json.loads((out / "scores.json").read_text())
+    assert list(scores["systems"]) == ["zero-shot"] and "rougeL" in scores["systems"]["zero-shot"]
+
+
 def test_eval_bad_inputs(tmp_path, test_file):
     runner = CliRunner()
     missing = runner.invoke(cli, ["eval", "--data", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "o")])

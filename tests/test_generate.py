@@ -130,6 +130,22 @@ def test_cli_single_and_stdin(run_dir):
     assert empty.exit_code == 1 and "the abstract is empty" in empty.output
 
 
+def test_cli_samples_stream_and_json(run_dir):
+    runner = CliRunner()
+    model = ["--model", str(run_dir), "--dtype", "fp32", "--max-new-tokens", "4"]
+    samples = runner.invoke(cli, ["generate", "--samples", *model])
+    assert samples.exit_code == 0, samples.output
+    assert samples.output.count("generated:") == 3 and samples.output.count("real:") == 3
+    assert "3 titles in" in samples.output
+    streamed = runner.invoke(cli, ["generate", ABSTRACT, "--stream", "--num-beams", "1", *model])
+    plain = runner.invoke(cli, ["generate", ABSTRACT, "--num-beams", "1", *model])
+    assert streamed.exit_code == 0 and streamed.output.split("\r")[-1] == plain.output  # the last line: the title
+    as_json = runner.invoke(cli, ["generate", ABSTRACT, "--json", "-n", "2", *model])
+    assert as_json.exit_code == 0, as_json.output
+    rows = json.loads(as_json.output)
+    assert 1 <= len(rows) <= 2 and {"title", "score", "faithfulness", "words"} <= set(rows[0])
+
+
 def test_cli_batch_file_is_resumable(run_dir, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"id": f"p{i}", "abstract": f"{ABSTRACT} {i}"}) + "\n" for i in range(5)))

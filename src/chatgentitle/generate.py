@@ -178,6 +178,9 @@ class TitleGenerator:
         device = pick_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         model, tokenizer = load_base(base_model, dtype=torch_dtype, quantize=quantize)
+        if template.chat and not getattr(tokenizer, "chat_template", None):  # say so now, not mid-batch
+            raise ModelError(f"{base_model} has no chat template for the {template.name!r} prompt: "
+                             "give --prompt-template compact or alpaca")
         if adapter:
             model = PeftModel.from_pretrained(model, adapter)
             if merge and not quantize:  # one matmul per layer instead of two: faster decoding
