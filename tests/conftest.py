@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from chatgentitle.prompt import SEED_INSTRUCTION
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = Path(__file__).parent / "data"
 
@@ -101,6 +103,7 @@ class FakeGenerator:
     (checked every 10 ms, as the real one checks between decoding steps)."""
 
     name = "fake"
+    instruction = SEED_INSTRUCTION
 
     def __init__(self, delay_seconds: float = 0.0):
         self.delay_seconds = delay_seconds

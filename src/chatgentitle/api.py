@@ -19,7 +19,6 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import asdict
 from functools import partial
 from typing import get_type_hints
 
@@ -28,7 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from chatgentitle.config import field_docs
-from chatgentitle.generate import GenerationOptions
+from chatgentitle.generate import GenerationOptions, TitleSource, titles
 from chatgentitle.ranking import Ranker
 
 MAX_ABSTRACT_CHARS = 20_000
@@ -103,8 +102,10 @@ class Job:
 class MicroBatcher:
     """A bounded queue in front of the generator, drained by one worker thread."""
 
-    def __init__(self, generator, max_batch: int = 8, max_queue: int = 256, wait_seconds: float = 0.01):
+    def __init__(self, generator: TitleSource, ranker: Ranker | None = None, max_batch: int = 8,
+                 max_queue: int = 256, wait_seconds: float = 0.01):
         self.generator = generator
+        self.ranker = ranker
         self.max_batch = max_batch
         self.wait_seconds = wait_seconds  # how long to wait for company before a batch goes
         self.jobs: queue.Queue = queue.Queue(maxsize=max_queue)
@@ -143,8 +144,8 @@ class MicroBatcher:
         abstracts = [a for job in batch for a in job.abstracts]
         nobody_waits = partial(_nobody_waits, batch)  # checked between decoding steps
         try:
-            results = self.generator.generate(abstracts, batch[0].options, batch[0].instruction,
-                                              should_stop=nobody_waits)
+            results = titles(self.generator, abstracts, batch[0].options, self.ranker, batch[0].instruction,
+                             should_stop=nobody_waits)
         except Exception as err:  # one bad batch must not kill the worker
             for job in batch:
                 job.future.set_exception(err)
@@ -161,13 +162,13 @@ def _nobody_waits(batch: list[Job]) -> bool:
     return not any(job.wanted() for job in batch)
 
 
-def create_app(generator, ranker: Ranker | None = None, api_key: str | None = None,
+def create_app(generator: TitleSource, ranker: Ranker | None = None, api_key: str | None = None,
                max_batch: int = 8, max_queue: int = 256,
                request_timeout: float = REQUEST_TIMEOUT_SECONDS) -> FastAPI:
-    """The FastAPI app around one generator (a TitleGenerator or anything with .generate)."""
+    """The FastAPI app around one title source (a TitleGenerator, or anything with its interface)."""
     app = FastAPI(title="ChatGenTitle", version="0.1.0",
                   description="Titles for research papers from their abstracts.")
-    batcher = MicroBatcher(generator, max_batch=max_batch, max_queue=max_queue)
+    batcher = MicroBatcher(generator, ranker, max_batch=max_batch, max_queue=max_queue)
     app.state.batcher = batcher
 
     def check_key(request: Request) -> None:
@@ -183,7 +184,7 @@ def create_app(generator, ranker: Ranker | None = None, api_key: str | None = No
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "model": getattr(generator, "name", "model"),
+        return {"status": "ok", "model": generator.name,
                 "queued": batcher.jobs.qsize()}
 
     @app.post("/v1/titles", dependencies=[Depends(check_key)])
@@ -209,14 +210,9 @@ def create_app(generator, ranker: Ranker | None = None, api_key: str | None = No
         except asyncio.CancelledError:  # the client went away
             job.abandoned.set()
             raise
-        out = []
-        for abstract, candidates in zip(abstracts, results, strict=True):
-            if ranker and len(candidates) > 1:
-                ranked = [asdict(c) for c in ranker.rank(abstract, candidates)]
-            else:
-                ranked = [{"title": t} for t in candidates]
-            out.append({"title": ranked[0]["title"], "candidates": ranked})
-        return {"results": out, "model": getattr(generator, "name", "model"),
+        out = [{"title": candidates[0].title, "candidates": [c.to_dict() for c in candidates]}
+               for candidates in results]
+        return {"results": out, "model": generator.name,
                 "seconds": round(time.perf_counter() - began, 3)}
 
     return app

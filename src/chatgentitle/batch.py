@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from chatgentitle.generate import GenerationOptions, TitleGenerator
+from chatgentitle.generate import GenerationOptions, TitleSource, titles
 from chatgentitle.ranking import Ranker
 
 
@@ -69,7 +69,7 @@ def done_ids(output: Path) -> set[str]:
 
 
 def generate_file(
-    generator: TitleGenerator,
+    generator: TitleSource,
     input_path: Path,
     output_path: Path,
     options: GenerationOptions,
@@ -92,14 +92,12 @@ def generate_file(
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             began = time.perf_counter()
-            results = generator.generate([a for _, a in chunk], options, instruction)
+            results = titles(generator, [a for _, a in chunk], options, ranker, instruction)
             seconds = (time.perf_counter() - began) / len(chunk)
-            for (paper_id, abstract), titles in zip(chunk, results, strict=True):
-                row = {"id": paper_id, "title": titles[0], "seconds": round(seconds, 3)}
-                if ranker and len(titles) > 1:
-                    ranked = ranker.rank(abstract, titles)
-                    row["title"] = ranked[0].title
-                    row["candidates"] = [c.__dict__ for c in ranked]
+            for (paper_id, _), candidates in zip(chunk, results, strict=True):
+                row = {"id": paper_id, "title": candidates[0].title, "seconds": round(seconds, 3)}
+                if len(candidates) > 1 or candidates[0].known_match:
+                    row["candidates"] = [c.to_dict() for c in candidates]
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
             out.flush()
             if bar:

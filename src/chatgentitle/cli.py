@@ -402,19 +402,17 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
             click.echo("\r" + shown, nl=False)
         click.echo()
         return
-    titles = generator.generate([abstract], options, instruction)[0]
-    candidates = ranker.rank(abstract, titles) if ranker else None
+    from chatgentitle.generate import titles
+
+    candidates = titles(generator, [abstract], options, ranker, instruction)[0]
     if as_json:
-        rows = [c.__dict__ for c in candidates] if candidates else [{"title": t} for t in titles]
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        click.echo(json.dumps([c.to_dict() for c in candidates], indent=2, ensure_ascii=False))
         return
-    for candidate in candidates or []:
-        note = f"  [score {candidate.score:.3f}]"
+    for candidate in candidates:
+        note = f"  [score {candidate.score:.3f}]" if len(candidates) > 1 else ""
         if candidate.known_match:
             note += f"  warning: matches a known paper title ({candidate.known_match!r})"
-        click.echo(candidate.title + (note if len(titles) > 1 or candidate.known_match else ""))
-    if not candidates:
-        click.echo("\n".join(titles))
+        click.echo(candidate.title + note)
 
 
 def _samples(generator, options):

@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
 from chatgentitle.modeling import DEFAULT_BASE, ModelError
 from chatgentitle.prompt import PromptTemplate, clean_title, encode_prompt
-from chatgentitle.ranking import has_repeated_bigram
+from chatgentitle.ranking import Candidate, Ranker, has_repeated_bigram, words
 
 
 def _bounded(default, low, high):
@@ -107,6 +108,38 @@ def describe_run(run_dir: Path) -> tuple[str, PromptTemplate, int]:
     return config["base_model"], template, int(config.get("cutoff_len", 512))
 
 
+class TitleSource(Protocol):
+    """What writes titles: TitleGenerator, the tests' stand-in, any future backend. Front ends use
+    `titles()` below, never a backend's internals."""
+
+    name: str
+    instruction: str
+    """The instruction of its prompt (what the web UI's Instruction box starts with)."""
+
+    def generate(self, abstracts: list[str], options: GenerationOptions | None = None,
+                 instruction: str | None = None, should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
+        """Distinct candidate titles per abstract, best first."""
+
+    def stream(self, abstract: str, options: GenerationOptions | None = None,
+               instruction: str | None = None) -> Iterator[str]:
+        """One title as it grows (greedy or sampling)."""
+
+
+def titles(source: TitleSource, abstracts: list[str], options: GenerationOptions | None = None,
+           ranker: Ranker | None = None, instruction: str | None = None,
+           should_stop: Callable[[], bool] | None = None) -> list[list[Candidate]]:
+    """The one titling step of every front end: candidates from the source, ranked by `ranker` when
+    there are several to choose from or known titles to check; the first of each list is the title."""
+    out = []
+    for abstract, found in zip(abstracts, source.generate(abstracts, options, instruction, should_stop=should_stop),
+                               strict=True):
+        if ranker and (len(found) > 1 or ranker.known is not None):
+            out.append(ranker.rank(abstract, found))
+        else:
+            out.append([Candidate(title, words=len(words(title))) for title in found])
+    return out
+
+
 def pick_titles(texts: list[str], num_candidates: int) -> list[str]:
     """Distinct cleaned titles from decoded candidates (best first), at most num_candidates, never none."""
     seen, titles = set(), []
@@ -144,6 +177,10 @@ class TitleGenerator:
         self.max_prompt_tokens = max_prompt_tokens
         self.name = name
         self.device = next(model.parameters()).device
+
+    @property
+    def instruction(self) -> str:
+        return self.template.instruction
 
     @classmethod
     def load(

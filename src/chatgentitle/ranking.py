@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 TYPICAL_TITLE_WORDS = 10
@@ -92,13 +92,19 @@ class Embedder:
 
 @dataclass
 class Candidate:
+    """A title and, once a Ranker has seen it, its score and what the score is made of."""
+
     title: str
-    score: float
-    faithfulness: float
-    words: int
+    score: float | None = None
+    faithfulness: float | None = None
+    """Cosine similarity of title and abstract embeddings (None: not ranked)."""
+    words: int = 0
     cliches: list[str] = field(default_factory=list)
     known_match: str | None = None
     """The known paper title this one duplicates (exactly or nearly), if any."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 class KnownTitles:

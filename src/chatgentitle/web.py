@@ -12,8 +12,7 @@ from typing import get_type_hints
 import gradio as gr
 
 from chatgentitle.config import field_docs
-from chatgentitle.generate import GenerationOptions
-from chatgentitle.prompt import SEED_INSTRUCTION
+from chatgentitle.generate import GenerationOptions, TitleSource, titles
 from chatgentitle.ranking import Ranker
 
 EXAMPLE_ABSTRACT = (
@@ -38,25 +37,21 @@ def option_input(option: dataclasses.Field):
     return gr.Slider(low, high, value=option.default, step=step, label=option.name, info=help_text)
 
 
-def build_demo(generator, ranker: Ranker | None = None) -> gr.Blocks:
-    instruction = getattr(getattr(generator, "template", None), "instruction", SEED_INSTRUCTION)
+def build_demo(generator: TitleSource, ranker: Ranker | None = None) -> gr.Blocks:
+    instruction = generator.instruction
 
     def write_titles(instruction, abstract, *values):
         if not abstract or not abstract.strip():
             raise gr.Error("Paste an abstract into the Input box.")
         options = GenerationOptions(**{f.name: OPTION_TYPES[f.name](v) for f, v in zip(OPTION_FIELDS, values,
                                                                                         strict=True)})
-        title = ""
-        if not options.beam_search and hasattr(generator, "stream"):
+        if not options.beam_search:  # greedy and sampling stream
             for title in generator.stream(abstract, replace(options, num_candidates=1), instruction):
                 yield title, []
-        candidates = generator.generate([abstract], options, instruction)[0]
-        if ranker:
-            rows = [[c.title, c.score, c.faithfulness, c.words, ", ".join(c.cliches), c.known_match or ""]
-                    for c in ranker.rank(abstract, candidates)]
-        else:
-            rows = [[t, None, None, len(t.split()), "", ""] for t in candidates]
-        yield (rows[0][0] if rows else title), rows
+        candidates = titles(generator, [abstract], options, ranker, instruction)[0]
+        rows = [[c.title, c.score, c.faithfulness, c.words, ", ".join(c.cliches), c.known_match or ""]
+                for c in candidates]
+        yield candidates[0].title, rows
 
     with gr.Blocks(title="ChatGenTitle") as demo:
         gr.Markdown("# ChatGenTitle\nWrite a title for a paper from its abstract.")
