@@ -67,12 +67,13 @@ def seed_style(run_dir, abstracts, max_new_tokens):
     import torch
     from peft import PeftModel
 
-    from chatgentitle.generate import describe_run
     from chatgentitle.modeling import load_base
     from chatgentitle.prompt import clean_title
+    from chatgentitle.run import RunDir
 
-    base, template, _ = describe_run(run_dir)  # the run's own prompt: only decoding, batching, dtype differ
-    model, tokenizer = load_base(base, dtype=torch.float32)
+    info = RunDir(run_dir).describe()  # the run's own prompt: only decoding, batching, dtype differ
+    template = info.template
+    model, tokenizer = load_base(info.base_model, dtype=torch.float32)
     model = PeftModel.from_pretrained(model, run_dir).eval()
     titles = []
     for abstract in abstracts:

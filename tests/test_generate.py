@@ -202,12 +202,13 @@ def test_export_merged_checkpoint_matches_adapter(run_dir, tmp_path, generator):
 def test_packaged_default_adapter_is_complete():
     from safetensors import safe_open
 
-    from chatgentitle.generate import default_adapter_dir, describe_run
+    from chatgentitle.generate import default_adapter_dir
+    from chatgentitle.run import RunDir
 
     folder = default_adapter_dir()
     assert folder is not None
-    base, template, cutoff = describe_run(folder)
-    assert (base, template.name, cutoff) == ("smollm2-135m", "compact", 256)
+    info = RunDir(folder).describe()
+    assert (info.base_model, info.template.name, info.cutoff_len) == ("smollm2-135m", "compact", 256)
     assert (folder / "adapter_model.safetensors").stat().st_size < 20e6
     with safe_open(folder / "adapter_model.safetensors", "pt") as weights:
         assert any("lora_A" in key for key in weights.keys())

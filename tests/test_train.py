@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from chatgentitle.cli import cli
-from chatgentitle.train import last_complete_checkpoint, load_examples
+from chatgentitle.run import RunDir
+from chatgentitle.train import load_examples
 
 
 def train_args(tiny_model_dir, data, out, *extra):
@@ -34,7 +35,7 @@ def test_short_run_lowers_loss_and_writes_the_run_dir(tiny_model_dir, train_file
     assert all(r["tokens_per_second"] > 0 for r in rows if "loss" in r)
     assert rows[-1]["summary"]["optimizer_steps"] == 12
     assert json.loads((out / "prompt.json").read_text())["name"] == "compact"
-    assert last_complete_checkpoint(out).endswith("checkpoint-12")
+    assert RunDir(out).last_checkpoint().endswith("checkpoint-12")
 
 
 def test_adapter_reload_gives_the_same_logits(tiny_model_dir, train_file, tmp_path):
@@ -119,7 +120,7 @@ def test_kill_9_and_resume_reaches_the_same_step(tiny_model_dir, train_file, tmp
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "adapter_model.safetensors").exists(), "finished before it could be killed"
-    resumed_from = last_complete_checkpoint(out)
+    resumed_from = RunDir(out).last_checkpoint()
     assert resumed_from is not None
     subprocess.run([*cmd, "--resume-from-checkpoint", "last"], check=True, capture_output=True)
     state = json.loads((out / "checkpoint-300" / "trainer_state.json").read_text())
@@ -134,7 +135,7 @@ def test_title_only_logits_give_the_standard_loss(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
     from chatgentitle.prompt import PromptTemplate, encode_example
-    from chatgentitle.train import TitleCollator, make_trainer_class
+    from chatgentitle.train import TitleCollator, TitleTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -147,7 +148,7 @@ def test_title_only_logits_give_the_standard_loss(tiny_model_dir, tmp_path):
         out = model(input_ids=torch.tensor([e["input_ids"]]), labels=torch.tensor([e["labels"]]))
         expected.append((out.loss.item(), sum(label != -100 for label in e["labels"][1:])))
     reference = sum(loss * n for loss, n in expected) / sum(n for _, n in expected)
-    trainer = make_trainer_class()(model=model, args=TrainingArguments(str(tmp_path), report_to="none", use_cpu=True))
+    trainer = TitleTrainer(model=model, args=TrainingArguments(str(tmp_path), report_to="none", use_cpu=True))
     with torch.no_grad():
         ours = trainer.compute_loss(model, TitleCollator(tokenizer.pad_token_id)(examples))
     assert ours.item() == pytest.approx(reference, rel=1e-5)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from chatgentitle.modeling import DEFAULT_BASE
+DEFAULT_BASE = "smollm2-135m"  # SmolLM2-135M-Instruct, packaged as a GGUF wheel (modeling.BUILTIN_BASES)
 
 
 @cache

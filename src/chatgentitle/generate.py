@@ -17,11 +17,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
-import yaml
-
-from chatgentitle.modeling import DEFAULT_BASE, ModelError
+from chatgentitle.config import DEFAULT_BASE
+from chatgentitle.modeling import ModelError
 from chatgentitle.prompt import PromptTemplate, clean_title, encode_prompt
 from chatgentitle.ranking import Candidate, Ranker, has_repeated_bigram, words
+from chatgentitle.run import RunDir
 
 
 def _bounded(default, low, high):
@@ -87,25 +87,6 @@ def default_adapter_dir() -> Path | None:
     """The adapter shipped inside the package, if this install has one."""
     folder = Path(str(resources.files("chatgentitle") / "default_adapter"))
     return folder if (folder / "adapter_config.json").is_file() else None
-
-
-def describe_run(run_dir: Path) -> tuple[str, PromptTemplate, int]:
-    """(base model, prompt template, cutoff_len) recorded in a run dir or PEFT adapter dir."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "adapter_config.json").is_file():
-        raise ModelError(f"{run_dir} is not an adapter dir (no adapter_config.json)")
-    config = {}
-    if (run_dir / "config.yaml").is_file():
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    if not config.get("base_model"):
-        import json
-
-        config["base_model"] = json.loads((run_dir / "adapter_config.json").read_text())[
-            "base_model_name_or_path"
-        ]
-    has_prompt = (run_dir / "prompt.json").is_file()
-    template = PromptTemplate.load(run_dir if has_prompt else config.get("prompt_template", "alpaca"))
-    return config["base_model"], template, int(config.get("cutoff_len", 512))
 
 
 class TitleSource(Protocol):
@@ -205,8 +186,9 @@ class TitleGenerator:
         adapter = Path(run_dir) if run_dir else (None if base_model else default_adapter_dir())
         cutoff = 512
         if adapter:
-            recorded_base, template, cutoff = describe_run(adapter)
-            base_model = base_model or recorded_base
+            info = RunDir(adapter).describe()
+            template, cutoff = info.template, info.cutoff_len
+            base_model = base_model or info.base_model
         else:
             base_model = base_model or DEFAULT_BASE
             template = PromptTemplate.load(prompt_template or "chat")

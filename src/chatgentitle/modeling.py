@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 from pathlib import Path
 
 import platformdirs
 
 from chatgentitle.records import atomic_dir
-
-DEFAULT_BASE = "smollm2-135m"
+from chatgentitle.run import RunDir
 
 # Built-in names: (python package that ships the GGUF, file name inside it).
 BUILTIN_BASES = {
@@ -198,18 +196,13 @@ def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "fp32")
     """
     from peft import PeftModel
 
-    from chatgentitle.generate import describe_run
-
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    base, template, _ = describe_run(run_dir)
-    model, tokenizer = load_base(base, dtype=resolve_dtype(dtype, "cpu"))
-    merged = PeftModel.from_pretrained(model, run_dir).merge_and_unload()
-    with atomic_dir(out_dir) as tmp:
+    run = RunDir(run_dir)
+    info = run.describe()
+    model, tokenizer = load_base(info.base_model, dtype=resolve_dtype(dtype, "cpu"))
+    merged = PeftModel.from_pretrained(model, run.path).merge_and_unload()
+    with atomic_dir(Path(out_dir)) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        template.save(tmp)
-        (tmp / "adapter").mkdir()
-        for name in ("adapter_config.json", "adapter_model.safetensors", "prompt.json", "config.yaml"):
-            if (run_dir / name).is_file():
-                shutil.copy2(run_dir / name, tmp / "adapter" / name)
-    return out_dir
+        info.template.save(tmp)
+        run.copy_adapter(tmp / "adapter")
+    return Path(out_dir)

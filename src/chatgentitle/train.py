@@ -6,12 +6,12 @@ Run as: chatgentitle train --data data/train.jsonl --output-dir runs/cs-lora
 The loop is transformers' Trainer: it brings bf16 autocast (CPU and GPU), gradient
 accumulation, DDP/FSDP/DeepSpeed under accelerate or torchrun, and checkpoints that restore
 optimizer, scheduler, RNG and data position. What is ours: the data, the prompt masking, the
-length-grouped batches, and the run dir layout.
+length-grouped batches and logits on the title only. `train` reads top to bottom as its steps:
+model, data, arguments, fit, save (the run dir's files: run.py).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -19,14 +19,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 import orjson
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from chatgentitle.config import TrainConfig
+from chatgentitle.modeling import load_base, pick_device, resolve_dtype
 from chatgentitle.prompt import IGNORE_INDEX, PromptTemplate, encode_example
 from chatgentitle.records import open_binary
-
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.yaml"
-LOSS_PLOT = "loss.png"
+from chatgentitle.run import RunDir
 
 
 class DataError(ValueError):
@@ -98,8 +98,6 @@ class TitleCollator:
         self.multiple = pad_to_multiple_of  # multiples of 8 suit tensor cores and AMX tiles
 
     def __call__(self, features: list[dict]) -> dict:
-        import torch
-
         width = max(len(f["input_ids"]) for f in features)
         width = -(-width // self.multiple) * self.multiple
         batch = {"input_ids": [], "attention_mask": [], "labels": [], "position_ids": []}
@@ -112,92 +110,64 @@ class TitleCollator:
         return {k: torch.tensor(v) for k, v in batch.items()}
 
 
-def make_trainer_class():
+class TitleTrainer(Trainer):
     """Trainer whose loss computes vocabulary logits only for the labelled (title) positions."""
-    import torch
-    from transformers import Trainer
 
-    class TitleTrainer(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            labels = inputs.pop("labels")
-            length = labels.shape[1]
-            labelled = labels != IGNORE_INDEX
-            # columns from the first labelled token on; with the prompt masked that is the title,
-            # ~10% of the tokens, so the vocabulary projection (49k x 576 for SmolLM2) shrinks 10x
-            first = int(labelled.float().argmax(dim=1)[labelled.any(dim=1)].min()) if labelled.any() else 0
-            span = min(length - max(first, 1), length - 1)
-            outputs = model(**inputs, logits_to_keep=span + 1)
-            logits = outputs.logits[:, :-1, :].float()  # logits at column t predict the token at t + 1
-            targets = labels[:, length - span:]
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device),
-                ignore_index=IGNORE_INDEX, reduction="sum",
-            )
-            loss = loss / (num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum())
-            return (loss, outputs) if return_outputs else loss
-
-    return TitleTrainer
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        length = labels.shape[1]
+        labelled = labels != IGNORE_INDEX
+        # columns from the first labelled token on; with the prompt masked that is the title,
+        # ~10% of the tokens, so the vocabulary projection (49k x 576 for SmolLM2) shrinks 10x
+        first = int(labelled.float().argmax(dim=1)[labelled.any(dim=1)].min()) if labelled.any() else 0
+        span = min(length - max(first, 1), length - 1)
+        outputs = model(**inputs, logits_to_keep=span + 1)
+        logits = outputs.logits[:, :-1, :].float()  # logits at column t predict the token at t + 1
+        targets = labels[:, length - span:]
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device),
+            ignore_index=IGNORE_INDEX, reduction="sum",
+        )
+        loss = loss / (num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum())
+        return (loss, outputs) if return_outputs else loss
 
 
-def last_complete_checkpoint(output_dir: Path) -> str | None:
-    """Newest checkpoint-N whose trainer_state.json (written last by Trainer) is readable.
+class MetricsLogger(TrainerCallback):
+    """Appends loss, eval loss, lr and real tokens/s to the run's metrics.jsonl, and stops the run at
+    the first loss or gradient norm that is not finite (`diverged_at` says where)."""
 
-    A checkpoint cut short by kill -9 lacks it, so resuming never starts from half a save.
-    """
-    candidates = sorted(
-        (p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
-        reverse=True,
-    )
-    for checkpoint in candidates:
-        try:
-            json.loads((checkpoint / "trainer_state.json").read_text())
-            return str(checkpoint)
-        except (OSError, ValueError):
-            continue
-    return None
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.started = time.perf_counter()
+        self.last = (self.started, 0)
+        self.diverged_at: int | None = None
 
-
-def make_metrics_logger(run_dir: Path):
-    """A Trainer callback appending loss, eval loss, lr and real tokens/s to metrics.jsonl, which also
-    stops the run at the first loss or gradient norm that is not finite (`diverged_at` says where)."""
-    from transformers import TrainerCallback
-
-    class MetricsLogger(TrainerCallback):
-        def __init__(self):
-            self.started = time.perf_counter()
-            self.last = (self.started, 0)
-            self.diverged_at: int | None = None
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs:
-                return
-            if not all(math.isfinite(logs[key]) for key in ("loss", "grad_norm") if key in logs):
-                # every later step would be NaN too: stop now, every rank alike (the values are all-reduced)
-                self.diverged_at = self.diverged_at or state.global_step
-                control.should_training_stop = True
-            if not state.is_world_process_zero:
-                return
-            now, tokens = time.perf_counter(), state.num_input_tokens_seen
-            row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4),
-                   "elapsed_s": round(now - self.started, 3), **logs}
-            if "loss" in logs and now > self.last[0]:
-                # real (non-padding) tokens since the previous training log, per second
-                row["tokens_per_second"] = round((tokens - self.last[1]) / (now - self.last[0]), 1)
-                self.last = (now, tokens)
-            with open(run_dir / METRICS_FILE, "a") as handle:
-                handle.write(json.dumps(row) + "\n")
-
-    return MetricsLogger()
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        if not all(math.isfinite(logs[key]) for key in ("loss", "grad_norm") if key in logs):
+            # every later step would be NaN too: stop now, every rank alike (the values are all-reduced)
+            self.diverged_at = self.diverged_at or state.global_step
+            control.should_training_stop = True
+        if not state.is_world_process_zero:
+            return
+        now, tokens = time.perf_counter(), state.num_input_tokens_seen
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4),
+               "elapsed_s": round(now - self.started, 3), **logs}
+        if "loss" in logs and now > self.last[0]:
+            # real (non-padding) tokens since the previous training log, per second
+            row["tokens_per_second"] = round((tokens - self.last[1]) / (now - self.last[0]), 1)
+            self.last = (now, tokens)
+        self.run.log(row)
 
 
-def plot_losses(run_dir: Path) -> Path:
+def plot_losses(run: RunDir) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines() if line]
+    rows = run.read_metrics()
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in (("loss", "train"), ("eval_loss", "validation")):
         points = [(r["step"], r[key]) for r in rows if key in r]
@@ -209,9 +179,9 @@ def plot_losses(run_dir: Path) -> Path:
         ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(run_dir / LOSS_PLOT, dpi=100)
+    fig.savefig(run.loss_plot, dpi=100)
     plt.close(fig)
-    return run_dir / LOSS_PLOT
+    return run.loss_plot
 
 
 def load_adapter_weights(model, adapter_dir: str | Path) -> None:
@@ -232,22 +202,11 @@ def load_adapter_weights(model, adapter_dir: str | Path) -> None:
                          f"e.g. {result.unexpected_keys[0]}: use the same lora_target_modules")
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Fine-tune a LoRA adapter as `cfg` says; returns the run dir."""
-    import torch
+# --------------------------------------------------------------------------- the steps of train()
+def build_model(cfg: TrainConfig, dtype):
+    """(PEFT model, tokenizer): the base with fresh (or warm-started) LoRA adapters."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import TrainingArguments, set_seed
 
-    from chatgentitle.modeling import load_base, pick_device, resolve_dtype
-
-    run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    set_seed(cfg.seed)
-    template = PromptTemplate.load(cfg.prompt_template)
-    examples = load_examples(cfg.data)
-
-    device = pick_device()
-    dtype = resolve_dtype(cfg.dtype, device)
     # Weights stay fp32 (LoRA needs fp32 master weights); bf16/fp16 is autocast by Trainer.
     model, tokenizer = load_base(cfg.base_model, quantize=cfg.quantize, dtype=dtype if cfg.quantize else None)
     if cfg.quantize:
@@ -263,7 +222,12 @@ def train(cfg: TrainConfig) -> Path:
     model = get_peft_model(model, lora)
     if cfg.init_adapter:
         load_adapter_weights(model, cfg.init_adapter)
+    return model, tokenizer
 
+
+def select_examples(cfg: TrainConfig) -> tuple[list, list]:
+    """(train, validation) examples: the split, the skipped and the capped as cfg says."""
+    examples = load_examples(cfg.data)
     if cfg.val_data:
         val_examples = load_examples(cfg.val_data)
     else:  # held-out tail of a seeded shuffle, as alpaca-lora's train_test_split does
@@ -276,27 +240,26 @@ def train(cfg: TrainConfig) -> Path:
         examples = examples[: cfg.max_examples]
     if not examples:
         raise DataError(f"{cfg.data}: no training examples left after skipping {cfg.skip_examples}")
-    train_set = encode_all(examples, template, tokenizer, cfg)
-    val_set = encode_all(val_examples, template, tokenizer, cfg) if val_examples else None
+    return examples, val_examples
 
+
+def training_arguments(cfg: TrainConfig, run: RunDir, device: str, dtype, validate: bool) -> TrainingArguments:
     world = int(os.environ.get("WORLD_SIZE", 1))  # set by torchrun / accelerate launch
-    accumulation = max(1, cfg.batch_size // (cfg.micro_batch_size * world))
-    bf16 = dtype == torch.bfloat16
-    args = TrainingArguments(
-        output_dir=str(run_dir),
+    return TrainingArguments(
+        output_dir=str(run.path),
         per_device_train_batch_size=cfg.micro_batch_size,
         per_device_eval_batch_size=cfg.micro_batch_size,
-        gradient_accumulation_steps=accumulation,
+        gradient_accumulation_steps=max(1, cfg.batch_size // (cfg.micro_batch_size * world)),
         num_train_epochs=cfg.num_epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup_steps,
         lr_scheduler_type="cosine",
-        bf16=bf16,
+        bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         use_cpu=device == "cpu",
         logging_steps=cfg.logging_steps,
-        eval_strategy="steps" if val_set else "no",
+        eval_strategy="steps" if validate else "no",
         eval_steps=cfg.eval_steps,
         save_strategy="steps",
         save_steps=cfg.save_steps,
@@ -308,46 +271,66 @@ def train(cfg: TrainConfig) -> Path:
         report_to="none",
         ddp_find_unused_parameters=False if world > 1 else None,
     )
-    metrics_logger = make_metrics_logger(run_dir)
-    trainer = make_trainer_class()(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=val_set,
-        data_collator=TitleCollator(tokenizer.pad_token_id),
-        callbacks=[metrics_logger],
-    )
 
+
+def fit(trainer: TitleTrainer, logger: MetricsLogger, cfg: TrainConfig, run: RunDir) -> float | None:
+    """Train (resuming if asked); the final validation loss, if there is validation data."""
     resume = cfg.resume_from_checkpoint
     if resume == "last":
-        resume = last_complete_checkpoint(run_dir)
+        resume = run.last_checkpoint()
     if not resume:
-        (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a fresh run starts a fresh log
+        run.start_metrics()
     trainer.train(resume_from_checkpoint=resume)
-    if metrics_logger.diverged_at is not None:
-        raise TrainError(f"training diverged at step {metrics_logger.diverged_at} (loss or gradient norm not finite; "
-                         f"see {run_dir / METRICS_FILE}); no adapter was saved. Lower --learning-rate, raise "
+    if logger.diverged_at is not None:
+        raise TrainError(f"training diverged at step {logger.diverged_at} (loss or gradient norm not finite; "
+                         f"see {run.metrics}); no adapter was saved. Lower --learning-rate, raise "
                          "--warmup-steps or train with --dtype fp32")
-
     # Trainer has often just evaluated at the last step; otherwise evaluate now (collective under
     # DDP: every rank has the same log history, so all take the same branch; rank 0 writes).
     final_eval_loss = next((log["eval_loss"] for log in reversed(trainer.state.log_history)
                             if "eval_loss" in log and log.get("step") == trainer.state.global_step), None)
-    if val_set and final_eval_loss is None:
+    if trainer.eval_dataset and final_eval_loss is None:
         final_eval_loss = trainer.evaluate()["eval_loss"]
+    return final_eval_loss
+
+
+def save_run(run: RunDir, trainer: TitleTrainer, template: PromptTemplate, cfg: TrainConfig,
+             final_eval_loss: float | None) -> None:
+    """Adapter, prompt, config, the summary line of metrics.jsonl and the loss plot."""
+    run.save(trainer.model, template, cfg)
+    summary = {"train_examples": len(trainer.train_dataset),
+               "val_examples": len(trainer.eval_dataset) if trainer.eval_dataset else 0,
+               "optimizer_steps": trainer.state.global_step, "tokens_seen": trainer.state.num_input_tokens_seen}
+    if torch.cuda.is_available():  # this process's peak, what a GPU user sizes a card by
+        summary["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    if final_eval_loss is not None:
+        summary["final_eval_loss"] = final_eval_loss
+        summary["final_eval_perplexity"] = math.exp(final_eval_loss)
+    run.log({"summary": summary, "config": asdict(cfg)})
+    plot_losses(run)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Fine-tune a LoRA adapter as `cfg` says; returns the run dir."""
+    run = RunDir(cfg.output_dir).create()
+    set_seed(cfg.seed)
+    template = PromptTemplate.load(cfg.prompt_template)
+    train_examples, val_examples = select_examples(cfg)  # bad data fails before the model loads
+    device = pick_device()
+    dtype = resolve_dtype(cfg.dtype, device)
+    model, tokenizer = build_model(cfg, dtype)
+    train_set = encode_all(train_examples, template, tokenizer, cfg)
+    val_set = encode_all(val_examples, template, tokenizer, cfg) if val_examples else None
+    logger = MetricsLogger(run)
+    trainer = TitleTrainer(
+        model=model,
+        args=training_arguments(cfg, run, device, dtype, validate=bool(val_set)),
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        data_collator=TitleCollator(tokenizer.pad_token_id),
+        callbacks=[logger],
+    )
+    final_eval_loss = fit(trainer, logger, cfg, run)
     if trainer.is_world_process_zero():
-        model.save_pretrained(run_dir)
-        template.save(run_dir)
-        cfg.to_yaml(run_dir / CONFIG_FILE)
-        summary = {"train_examples": len(train_set), "val_examples": len(val_examples),
-                   "optimizer_steps": trainer.state.global_step,
-                   "tokens_seen": trainer.state.num_input_tokens_seen}
-        if torch.cuda.is_available():  # this process's peak, what a GPU user sizes a card by
-            summary["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
-        if final_eval_loss is not None:
-            summary["final_eval_loss"] = final_eval_loss
-            summary["final_eval_perplexity"] = math.exp(final_eval_loss)
-        with open(run_dir / METRICS_FILE, "a") as handle:
-            handle.write(json.dumps({"summary": summary, "config": asdict(cfg)}) + "\n")
-        plot_losses(run_dir)
-    return run_dir
+        save_run(run, trainer, template, cfg, final_eval_loss)
+    return run.path
