@@ -26,3 +26,14 @@ def test_light_commands_do_not_import_torch(args):
 def test_python_dash_m():
     result = subprocess.run([sys.executable, "-m", "chatgentitle", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "prepare" in result.stdout
+
+
+def test_every_train_config_field_has_a_flag_with_help():
+    import dataclasses
+
+    from chatgentitle.config import TrainConfig
+
+    params = {p.name: p for p in cli.commands["train"].params}
+    for field in dataclasses.fields(TrainConfig):
+        assert field.name in params, f"no --{field.name.replace('_', '-')}"
+        assert params[field.name].help and "[default:" in params[field.name].help

@@ -107,39 +107,30 @@ def _with_progress(iterable, unit: str):
 
 
 # ----------------------------------------------------------------------------- train
-@cli.command(context_settings={"show_default": True})
+def train_options(func):
+    """One flag per TrainConfig field, its help from the field's docstring. Flags default to None so
+    that a --config YAML file gives the values and flags override them."""
+    from typing import get_type_hints
+
+    from chatgentitle.config import TrainConfig, field_docs
+
+    types, docs = get_type_hints(TrainConfig), field_docs(TrainConfig)
+    kinds = {int: int, float: float, int | None: int, float | None: float}
+    for option in reversed(dataclasses.fields(TrainConfig)):
+        flag = "--" + option.name.replace("_", "-")
+        default = option.default if option.default is not dataclasses.MISSING else option.default_factory()
+        text = f"{docs[option.name]} [default: {','.join(default) if isinstance(default, list) else default}]"
+        if types[option.name] is bool:
+            func = click.option(f"{flag}/--no-{flag[2:]}", default=None, help=text)(func)
+        else:  # str, lists (comma-separated) and optional paths arrive as text
+            func = click.option(flag, type=kinds.get(types[option.name], str), help=text)(func)
+    return func
+
+
+@cli.command()
 @click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path),
               help="A YAML file of options; flags given here override it.")
-@click.option("--base-model", help="HF dir, GGUF file, hub id or built-in name. [default: smollm2-135m]")
-@click.option("--data", help="prepare's train.jsonl or an alpaca JSON file.")
-@click.option("--val-data", help="Validation data (otherwise --val-set-size is split off --data).")
-@click.option("--output-dir", help="Run dir for the adapter and logs. [default: runs/title-lora]")
-@click.option("--batch-size", type=int)
-@click.option("--micro-batch-size", type=int)
-@click.option("--num-epochs", type=float)
-@click.option("--learning-rate", type=float)
-@click.option("--cutoff-len", type=int)
-@click.option("--val-set-size", type=int)
-@click.option("--lora-r", type=int)
-@click.option("--lora-alpha", type=int)
-@click.option("--lora-dropout", type=float)
-@click.option("--lora-target-modules", help="Comma-separated, e.g. q_proj,v_proj, or all-linear.")
-@click.option("--train-on-inputs/--no-train-on-inputs", default=None, help="Loss on the prompt too.")
-@click.option("--group-by-length/--no-group-by-length", default=None)
-@click.option("--resume-from-checkpoint", help='A checkpoint dir, or "last".')
-@click.option("--init-adapter", help="Start from this adapter's weights (a run dir) instead of a fresh LoRA.")
-@click.option("--prompt-template", help="alpaca, compact, chat, or a template JSON file.")
-@click.option("--max-steps", type=int)
-@click.option("--max-examples", type=int)
-@click.option("--skip-examples", type=int, help="Skip the first N examples (already seen by --init-adapter).")
-@click.option("--seed", type=int)
-@click.option("--save-steps", type=int)
-@click.option("--eval-steps", type=int)
-@click.option("--logging-steps", type=int)
-@click.option("--warmup-steps", type=int)
-@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]))
-@click.option("--quantize", type=click.Choice(["8bit", "4bit"]), help="CUDA only (bitsandbytes).")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None)
+@train_options
 def train(config_file, **options):
     """Fine-tune a LoRA adapter that writes titles (alpaca-lora's options)."""
     from chatgentitle.config import TrainConfig

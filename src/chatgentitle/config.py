@@ -47,13 +47,17 @@ class TrainConfig:
     micro_batch_size: int = 4
     """Examples per forward/backward pass."""
     num_epochs: float = 3
+    """Passes over the training data (max_steps, when given, wins)."""
     learning_rate: float = 3e-4
+    """Peak learning rate of the cosine schedule (after warmup_steps)."""
     cutoff_len: int = 256
     """Maximum tokens of prompt + title; the abstract is shortened to fit, never the title."""
     val_set_size: int = 2000
     """Examples held out from `data` for validation when val_data is not given (0: none)."""
     lora_r: int = 8
+    """LoRA rank."""
     lora_alpha: int = 16
+    """LoRA scaling: the update is multiplied by lora_alpha / lora_r."""
     lora_dropout: float = 0.05
     """Dropout on the LoRA inputs; 0 is about 25% faster on CPU (random masks are costly there)."""
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
@@ -75,12 +79,15 @@ class TrainConfig:
     skip_examples: int = 0
     """Skip the first N training examples, e.g. those the --init-adapter run already trained on."""
     seed: int = 42
+    """Seed of the LoRA initialisation, the validation split and the data order."""
     save_steps: int = 200
     """Save a resumable checkpoint every N optimizer steps."""
     eval_steps: int = 200
     """Compute the validation loss every N optimizer steps."""
     logging_steps: int = 10
+    """Log loss, learning rate and real tokens/s to metrics.jsonl every N optimizer steps."""
     warmup_steps: int = 20
+    """Optimizer steps of linear learning-rate warmup."""
     dtype: str = "auto"
     """Compute dtype: auto (bf16 where the CPU/GPU has it), bf16, fp16 or fp32."""
     quantize: str | None = None
