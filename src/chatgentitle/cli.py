@@ -189,78 +189,32 @@ def _seconds(text: str) -> float:
 def crawl(categories, db, endpoint, metadata_prefix, from_date, until_date, delay, timeout, retries, contact, every,
           ids, rss, export_path, status):
     """Harvest new arXiv papers politely into the paper store (OAI-PMH, API or RSS)."""
-    import signal
-    import time
-
     from chatgentitle import crawl as arxiv
     from chatgentitle.store import PaperStore
 
-    wanted = _csv(categories)
     with PaperStore(db) as store:
         if status:
-            click.echo(f"{store.count()} papers in {store.path}")
-            for category, count in list(store.category_counts().items())[:30]:
-                click.echo(f"  {category:<20} {count}")
-            for state in store.states():
-                window = "complete" if not state["resumption_token"] else (
-                    f"incomplete: window {state['window_from'] or 'start'}..{state['window_until']} continues "
-                    "from its resumption token")
-                click.echo(f"harvest {state['key']}: {window}; last datestamp {state['last_datestamp']}, "
-                           f"{state['records']} records in {state['pages']} pages, at {state['updated_at']}; "
-                           f"last run: {state['last_run'] or 'unknown'}")
+            click.echo("\n".join(store.status()))
             return
         if export_path:
             from chatgentitle.records import write_jsonl
 
-            count = write_jsonl(export_path, store.records())
-            click.echo(f"{count} papers written to {export_path}")
+            click.echo(f"{write_jsonl(export_path, store.records())} papers written to {export_path}")
             return
-        interval = _seconds(every) if every else None
-        stopping = []
-        signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-
-        def next_request(seconds):
-            click.echo(f"  next request in {seconds:.1f} s", err=True)
-
+        job = arxiv.CrawlJob(_csv(categories), endpoint, metadata_prefix, from_date, until_date, _csv(ids), rss,
+                             _seconds(every) if every else None)
         fetcher = arxiv.Fetcher(delay_seconds=delay, timeout_seconds=timeout, max_retries=retries, contact=contact,
-                                on_wait=next_request if sys.stderr.isatty() else None)
-        began = time.monotonic()
-
-        def progress(set_spec, page, report):
-            rate = report.records_seen / max(1e-9, time.monotonic() - began)
-            total = f"/{page.complete_list_size}" if page.complete_list_size else ""
-            click.echo(f"{set_spec}: page {report.pages}, {report.records_seen}{total} records seen, "
-                       f"{report.records_kept} kept, {rate:.1f} records/s")
-
+                                on_wait=_echo_wait if sys.stderr.isatty() else None)
         try:
-            while True:
-                if ids:
-                    papers = list(arxiv.fetch_ids(fetcher, list(_csv(ids)), endpoint or arxiv.API_ENDPOINT))
-                    click.echo(f"{store.save_page(papers)} papers looked up")
-                elif rss:
-                    papers = arxiv.fetch_rss(fetcher, wanted, endpoint or arxiv.RSS_ENDPOINT)
-                    click.echo(f"{store.save_page(papers)} papers from the RSS listing")
-                else:
-                    report = arxiv.harvest(store, fetcher, endpoint or arxiv.OAI_ENDPOINT, wanted, metadata_prefix,
-                                           from_date, until_date, progress, should_stop=lambda: bool(stopping))
-                    for window in report.windows:
-                        click.echo(f"{window.set_spec} {window.start or 'start'}..{window.end or 'now'}: "
-                                   f"{window.stopped}, {window.pages} pages, {window.records} papers")
-                    click.echo(f"harvested {report.records_kept} papers ({report.records_seen} seen, "
-                               f"{report.pages} pages, {fetcher.retries} retries); store has {store.count()}")
-                if interval is None or stopping:
-                    break
-                from_date = None  # later runs continue from the stored datestamps
-                deadline = time.monotonic() + interval
-                click.echo(f"next harvest in {every}")
-                while time.monotonic() < deadline and not stopping:
-                    time.sleep(min(1.0, deadline - time.monotonic()))
-                if stopping:
-                    break
+            arxiv.run(job, store, fetcher, echo=click.echo)
         except arxiv.CrawlError as err:
             raise UserError(str(err)) from None
         finally:
             fetcher.close()
+
+
+def _echo_wait(seconds: float) -> None:
+    click.echo(f"  next request in {seconds:.1f} s", err=True)
 
 
 # ----------------------------------------------------------------------------- generate / serve

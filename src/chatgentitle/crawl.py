@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import email.utils
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -455,3 +457,59 @@ def parse_rss(root) -> list[dict]:
 
 def fetch_rss(fetcher: Fetcher, categories: tuple[str, ...], endpoint: str = RSS_ENDPOINT) -> list[dict]:
     return parse_rss(fetcher.get_xml(f"{endpoint}/{'+'.join(categories)}", {}))
+
+
+# --------------------------------------------------------------------------- the crawl command
+@dataclass
+class CrawlJob:
+    """What one `chatgentitle crawl` does: which source, which papers, how often."""
+
+    categories: tuple[str, ...] = DEFAULT_CATEGORIES
+    endpoint: str | None = None
+    """OAI-PMH base URL, or the API / RSS base with ids / rss (None: arXiv's)."""
+    metadata_prefix: str = "arXiv"
+    from_date: str | None = None
+    until_date: str | None = None
+    ids: tuple[str, ...] = ()
+    """Look these arXiv ids up through the API instead of harvesting."""
+    rss: bool = False
+    """Read today's RSS listing of the categories instead of harvesting."""
+    every_seconds: float | None = None
+    """Run again after this long, until SIGTERM (None: once)."""
+
+
+def run(job: CrawlJob, store: PaperStore, fetcher: Fetcher, echo: Callable[[str], None] = print) -> None:
+    """Run the job once, or every `job.every_seconds` until SIGTERM, which stops after the current page
+    (the harvest state is committed with every page, so the next run continues from there)."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    from_date = job.from_date
+    while True:
+        if job.ids:
+            papers = list(fetch_ids(fetcher, list(job.ids), job.endpoint or API_ENDPOINT))
+            echo(f"{store.save_page(papers)} papers looked up")
+        elif job.rss:
+            papers = fetch_rss(fetcher, job.categories, job.endpoint or RSS_ENDPOINT)
+            echo(f"{store.save_page(papers)} papers from the RSS listing")
+        else:
+            report = harvest(store, fetcher, job.endpoint or OAI_ENDPOINT, job.categories, job.metadata_prefix,
+                             from_date, job.until_date, partial(_echo_page, echo, time.monotonic()),
+                             should_stop=stopping.is_set)
+            for window in report.windows:
+                echo(f"{window.set_spec} {window.start or 'start'}..{window.end or 'now'}: "
+                     f"{window.stopped}, {window.pages} pages, {window.records} papers")
+            echo(f"harvested {report.records_kept} papers ({report.records_seen} seen, "
+                 f"{report.pages} pages, {fetcher.retries} retries); store has {store.count()}")
+        if job.every_seconds is None or stopping.is_set():
+            return
+        from_date = None  # later runs continue from the stored datestamps
+        echo(f"next harvest in {job.every_seconds:g} s")
+        if stopping.wait(job.every_seconds):
+            return
+
+
+def _echo_page(echo: Callable[[str], None], began: float, set_spec: str, page: Page, report: HarvestReport) -> None:
+    rate = report.records_seen / max(1e-9, time.monotonic() - began)
+    total = f"/{page.complete_list_size}" if page.complete_list_size else ""
+    echo(f"{set_spec}: page {report.pages}, {report.records_seen}{total} records seen, "
+         f"{report.records_kept} kept, {rate:.1f} records/s")

@@ -157,6 +157,20 @@ class PaperStore:
         for (title,) in self.db.execute("SELECT title FROM papers"):
             yield title
 
+    def status(self, top_categories: int = 30) -> list[str]:
+        """What `crawl --status` prints: counts per category, then every harvest window's state."""
+        lines = [f"{self.count()} papers in {self.path}"]
+        lines += [f"  {category:<20} {count}" for category, count in
+                  list(self.category_counts().items())[:top_categories]]
+        for state in self.states():
+            window = "complete" if not state["resumption_token"] else (
+                f"incomplete: window {state['window_from'] or 'start'}..{state['window_until']} continues "
+                "from its resumption token")
+            lines.append(f"harvest {state['key']}: {window}; last datestamp {state['last_datestamp']}, "
+                         f"{state['records']} records in {state['pages']} pages, at {state['updated_at']}; "
+                         f"last run: {state['last_run'] or 'unknown'}")
+        return lines
+
     def search(self, query: str, limit: int = 10) -> list[dict]:
         """Full-text search over titles (FTS5 query syntax)."""
         rows = self.db.execute(
