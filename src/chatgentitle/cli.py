@@ -454,49 +454,26 @@ def _named(value: str, default_name: str) -> tuple[str, str]:
 def evaluate(data_path, models, baselines, prediction_files, out_dir, limit, batch_size, db, base_model, device,
              dtype, **decoding):
     """Score models, baselines and other systems' titles against the real titles."""
+    from functools import partial
+
     from chatgentitle import report
-    from chatgentitle.batch import generate_file
-    from chatgentitle.records import write_jsonl
 
     if not data_path.is_file():
         raise UserError(f"test data not found: {data_path}")
     papers = report.load_test_papers(data_path, limit)
     if not papers:
         raise UserError(f"no test papers in {data_path}")
-    ids = {p.id for p in papers}
-    systems, problems = {}, []
-    for value in prediction_files:
-        name, path = _named(value, Path(value).stem)
-        try:
-            systems[name], found = report.read_predictions(Path(path), ids)
-        except report.PredictionError as err:
-            raise UserError(str(err)) from None
-        problems.extend(found)
-    if "lead-1" in baselines:
-        systems["lead-1"] = {p.id: report.lead_1(p.abstract) for p in papers}
     if not models and not prediction_files and not baselines:
         models = ("default",)
-    runs = [_named(value, Path(value).name) for value in models]
-    if "zero-shot" in baselines:
-        runs.append(("zero-shot", None))
-    options = make_options(**decoding)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    abstracts_file = out_dir / "papers.jsonl"
-    write_jsonl(abstracts_file, ({"id": p.id, "abstract": p.abstract} for p in papers))
-    for name, run_dir in runs:
-        if run_dir == "default":
-            run_dir = None
-        zero_shot_base = (base_model or "smollm2-135m") if name == "zero-shot" else None
-        generator = load_generator(run_dir, zero_shot_base, None, device, dtype, None, False)
-        cache = out_dir / "predictions" / f"{name}.jsonl"
-        written, skipped = generate_file(generator, abstracts_file, cache, options, batch_size,
-                                         progress=sys.stderr.isatty())
-        click.echo(f"{name}: {written} titles generated, {skipped} from the previous run", err=True)
-        systems[name] = report.read_predictions(cache, ids)[0]
-        del generator
-    # models first (the report's examples follow the first system), then baselines and files
-    order = [name for name, _ in runs] + [name for name in systems if name not in dict(runs)]
-    systems = {name: systems[name] for name in order}
+    runs = [(name, None if run == "default" else run) for name, run in (_named(v, Path(v).name) for v in models)]
+    files = [_named(value, Path(value).stem) for value in prediction_files]
+    load = partial(_load_for_eval, base_model=base_model, device=device, dtype=dtype)
+    try:
+        systems, problems = report.collect_systems(papers, out_dir, runs, files, baselines, load,
+                                                   make_options(**decoding), batch_size,
+                                                   echo=partial(click.echo, err=True), progress=sys.stderr.isatty())
+    except report.PredictionError as err:
+        raise UserError(str(err)) from None
     from chatgentitle.ranking import Embedder
 
     result = report.evaluate(papers, systems, out_dir, known=known_titles(db), embedder=Embedder.load(),
@@ -509,3 +486,6 @@ def evaluate(data_path, models, baselines, prediction_files, out_dir, limit, bat
                    f"ROUGE-L {summary['rougeL']:.1f} [{low:.1f}, {high:.1f}]  BLEU {summary['bleu']:.1f}")
     click.echo(f"report: {out_dir / 'report.md'}")
 
+
+def _load_for_eval(run_dir, zero_shot_base, base_model, device, dtype):
+    return load_generator(run_dir, zero_shot_base and (base_model or zero_shot_base), None, device, dtype, None, False)

@@ -70,6 +70,39 @@ def read_predictions(path: Path, paper_ids: set[str]) -> tuple[dict[str, str], l
     return titles, problems
 
 
+def collect_systems(papers: list[Paper], out_dir: Path, models: list[tuple[str, object]],
+                    prediction_files: list[tuple[str, Path]], baselines: tuple[str, ...], load, options,
+                    batch_size: int = 8, echo=print, progress: bool = False) -> tuple[dict, list[str]]:
+    """Every system's titles for `papers`, models first (the report's examples follow the first system),
+    then prediction files and baselines; and the problems found in the files.
+
+    `models` are (name, run dir); `load(run_dir, zero_shot_base)` makes their TitleSource. Generated
+    titles are cached in out_dir/predictions/NAME.jsonl, so a long evaluation resumes.
+    """
+    from chatgentitle.batch import generate_file
+    from chatgentitle.config import DEFAULT_BASE
+
+    ids = {p.id for p in papers}
+    systems, problems = {}, []
+    runs = [*models, *([("zero-shot", None)] if "zero-shot" in baselines else [])]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    abstracts_file = out_dir / "papers.jsonl"
+    write_jsonl(abstracts_file, ({"id": p.id, "abstract": p.abstract} for p in papers))
+    for name, run_dir in runs:
+        generator = load(run_dir, DEFAULT_BASE if name == "zero-shot" else None)
+        cache = out_dir / "predictions" / f"{name}.jsonl"
+        written, skipped = generate_file(generator, abstracts_file, cache, options, batch_size, progress=progress)
+        echo(f"{name}: {written} titles generated, {skipped} from the previous run")
+        systems[name] = read_predictions(cache, ids)[0]
+        del generator  # one model in memory at a time
+    for name, path in prediction_files:
+        systems[name], found = read_predictions(Path(path), ids)
+        problems.extend(found)
+    if "lead-1" in baselines:
+        systems["lead-1"] = {p.id: lead_1(p.abstract) for p in papers}
+    return systems, problems
+
+
 def evaluate(papers: list[Paper], systems: dict[str, dict[str, str]], out_dir: Path, known=None,
              embedder=None, problems: list[str] | None = None) -> dict:
     """Score every system on the same papers and write the report files; returns scores.json's content."""
