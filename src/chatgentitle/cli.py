@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from chatgentitle.config import TrainConfig
+from chatgentitle.prepare import PrepareConfig
 from chatgentitle.report import BASELINES  # light: no torch, no metrics libraries at import
 
 
@@ -32,6 +34,33 @@ def cli():
     """
 
 
+def config_options(cls, skip: tuple[str, ...] = ()):
+    """A decorator adding one flag per field of a config dataclass, its help from the field's docstring.
+    Flags default to None: a YAML file or preset gives the values, flags given override them."""
+    from typing import get_type_hints
+
+    from chatgentitle.config import field_docs
+
+    types, docs = get_type_hints(cls), field_docs(cls)
+    kinds = {int: int, float: float, int | None: int, float | None: float}
+
+    def add(func):
+        for option in reversed(dataclasses.fields(cls)):
+            if option.name in skip:
+                continue
+            flag = "--" + option.name.replace("_", "-")
+            default = option.default if option.default is not dataclasses.MISSING else option.default_factory()
+            shown = ",".join(default) if isinstance(default, list | tuple) else default
+            text = f"{docs[option.name]} [default: {shown}]"
+            if types[option.name] is bool:
+                func = click.option(f"{flag}/--no-{flag[2:]}", default=None, help=text)(func)
+            else:  # str, lists (comma-separated) and optional paths arrive as text
+                func = click.option(flag, type=kinds.get(types[option.name], str), help=text)(func)
+        return func
+
+    return add
+
+
 # ----------------------------------------------------------------------------- prepare
 @cli.command()
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
@@ -39,24 +68,12 @@ def cli():
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output directory.")
 @click.option("--preset", type=click.Choice(["all-50k", "all-100k", "cs"]),
               help="The seed project's subsets: 50k or 100k papers of all fields, or all of cs.")
-@click.option("--categories", help="Comma-separated categories or archives, e.g. cs.AI,cs.CV,cs.LG or cs.")
-@click.option("--any-category", is_flag=True, help="Match any listed category, not only the primary one.")
-@click.option("--since", help="Keep papers updated on or after YYYY-MM-DD.")
-@click.option("--until", help="Keep papers updated on or before YYYY-MM-DD.")
-@click.option("--sample", type=int, help="Keep N papers, chosen deterministically (see --seed).")
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--val-size", type=float, default=0.01, show_default=True, help="Fraction (<1) or count.")
-@click.option("--test-size", type=float, default=0.01, show_default=True, help="Fraction (<1) or count.")
-@click.option("--test-since", help="Temporal split: papers updated on or after this date form the test set.")
 @click.option("--format", "formats", default="jsonl", show_default=True, help="jsonl, alpaca or jsonl,alpaca.")
-@click.option("--min-abstract-chars", type=int, default=100, show_default=True)
-@click.option("--max-abstract-chars", type=int, default=5000, show_default=True)
-@click.option("--min-title-chars", type=int, default=10, show_default=True)
-@click.option("--max-title-chars", type=int, default=300, show_default=True)
+@config_options(PrepareConfig, skip=("formats",))
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any input line is bad.")
 def prepare(inputs, db, out_dir, preset, strict, categories, formats, **options):
     """Turn arXiv metadata (snapshot JSON lines, .gz, or our JSONL) into train/val/test data."""
-    from chatgentitle.prepare import PRESETS, PrepareConfig
+    from chatgentitle.prepare import PRESETS
     from chatgentitle.prepare import prepare as run_prepare
     from chatgentitle.records import BadLines, read_papers
 
@@ -107,33 +124,12 @@ def _with_progress(iterable, unit: str):
 
 
 # ----------------------------------------------------------------------------- train
-def train_options(func):
-    """One flag per TrainConfig field, its help from the field's docstring. Flags default to None so
-    that a --config YAML file gives the values and flags override them."""
-    from typing import get_type_hints
-
-    from chatgentitle.config import TrainConfig, field_docs
-
-    types, docs = get_type_hints(TrainConfig), field_docs(TrainConfig)
-    kinds = {int: int, float: float, int | None: int, float | None: float}
-    for option in reversed(dataclasses.fields(TrainConfig)):
-        flag = "--" + option.name.replace("_", "-")
-        default = option.default if option.default is not dataclasses.MISSING else option.default_factory()
-        text = f"{docs[option.name]} [default: {','.join(default) if isinstance(default, list) else default}]"
-        if types[option.name] is bool:
-            func = click.option(f"{flag}/--no-{flag[2:]}", default=None, help=text)(func)
-        else:  # str, lists (comma-separated) and optional paths arrive as text
-            func = click.option(flag, type=kinds.get(types[option.name], str), help=text)(func)
-    return func
-
-
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path),
               help="A YAML file of options; flags given here override it.")
-@train_options
+@config_options(TrainConfig)
 def train(config_file, **options):
     """Fine-tune a LoRA adapter that writes titles (alpaca-lora's options)."""
-    from chatgentitle.config import TrainConfig
 
     try:
         if config_file:

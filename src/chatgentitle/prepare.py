@@ -45,7 +45,7 @@ class PrepareConfig:
     """What `prepare` keeps and how it splits it."""
 
     categories: tuple[str, ...] = ()
-    """Categories (cs.AI) or whole archives (cs) to keep; empty keeps everything."""
+    """Categories (cs.AI) or whole archives (cs) to keep, comma-separated; empty keeps everything."""
     any_category: bool = False
     """Match any listed category, not only the primary (first) one."""
     since: str | None = None
@@ -63,9 +63,13 @@ class PrepareConfig:
     test_since: str | None = None
     """Temporal split: every paper updated on or after this date goes to test."""
     min_abstract_chars: int = 100
+    """Drop abstracts shorter than this (characters, after whitespace is collapsed)."""
     max_abstract_chars: int = 5000
+    """Drop abstracts longer than this."""
     min_title_chars: int = 10
+    """Drop titles shorter than this."""
     max_title_chars: int = 300
+    """Drop titles longer than this."""
     formats: tuple[str, ...] = ("jsonl",)
     """Output formats: jsonl (papers) and/or alpaca (instruction/input/output JSON)."""
 
