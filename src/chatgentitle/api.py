@@ -26,8 +26,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from chatgentitle.config import field_docs
-from chatgentitle.generate import GenerationOptions, TitleSource, titles
+from chatgentitle.config import GenerationOptions, field_docs
+from chatgentitle.generate import TitleSource, titles
 from chatgentitle.ranking import Ranker
 
 MAX_ABSTRACT_CHARS = 20_000

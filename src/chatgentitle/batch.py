@@ -12,7 +12,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from chatgentitle.generate import GenerationOptions, TitleSource, titles
+from chatgentitle.config import GenerationOptions
+from chatgentitle.generate import TitleSource, titles
 from chatgentitle.ranking import Ranker
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from chatgentitle.config import TrainConfig
+from chatgentitle.config import GenerationOptions, TrainConfig
 from chatgentitle.prepare import PrepareConfig
 from chatgentitle.report import BASELINES  # light: no torch, no metrics libraries at import
 
@@ -237,8 +237,7 @@ def generation_options(func):
     help), except num_candidates, which generate asks as -n."""
     from typing import get_type_hints
 
-    from chatgentitle.config import field_docs
-    from chatgentitle.generate import GenerationOptions  # light: no torch at import
+    from chatgentitle.config import GenerationOptions, field_docs
 
     types, docs = get_type_hints(GenerationOptions), field_docs(GenerationOptions)
     for option in reversed(dataclasses.fields(GenerationOptions)):
@@ -267,7 +266,6 @@ def load_generator(run_dir, base_model, prompt_template, device, dtype, quantize
 
 
 def make_options(num_candidates=1, **decoding):
-    from chatgentitle.generate import GenerationOptions
 
     try:
         return GenerationOptions(num_candidates=num_candidates, **decoding)

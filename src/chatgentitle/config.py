@@ -1,4 +1,4 @@
-"""Typed configs: one dataclass per command that has many knobs, readable from YAML.
+"""Typed configs: the option dataclasses (TrainConfig, GenerationOptions), readable from YAML.
 
 A YAML file gives the values, command-line flags override them, and the resolved config is
 saved next to the outputs (`config.yaml` in every run dir).
@@ -28,6 +28,65 @@ def field_docs(cls) -> dict[str, str]:
                 and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
             docs[node.target.id] = " ".join(after.value.value.split())
     return docs
+
+
+def _bounded(default, low, high):
+    """A field whose value must lie in [low, high]: the bound every front end enforces and shows."""
+    return field(default=default, metadata={"range": (low, high)})
+
+
+@dataclass
+class GenerationOptions:
+    """How titles are decoded; every field takes effect. The bounds keep one request's work bounded
+    (beams x candidates x new tokens); the API answers 422 outside them, the CLI and web UI use them."""
+
+    max_new_tokens: int = _bounded(40, 1, 64)
+    """Upper bound on generated tokens per title."""
+    num_beams: int = _bounded(4, 1, 8)
+    """Beam search width (1: greedy, or sampling with do_sample). 4, as the seed project decoded: on
+    validation it scores 3.7 ROUGE-L above greedy decoding (docs/search.md)."""
+    do_sample: bool = False
+    """Sample instead of beam/greedy decoding (num_beams is then not used)."""
+    temperature: float = _bounded(0.7, 0.01, 2.0)
+    """Sampling temperature (with do_sample)."""
+    top_p: float = _bounded(0.9, 0.01, 1.0)
+    """Nucleus sampling: keep the smallest set of tokens with this much probability (with do_sample)."""
+    top_k: int = _bounded(50, 0, 200)
+    """Sample among the k most likely tokens (0: all; with do_sample)."""
+    repetition_penalty: float = _bounded(1.1, 0.5, 2.0)
+    """>1 discourages repeated tokens (titles that say the same thing twice)."""
+    no_repeat_ngram_size: int = _bounded(0, 0, 8)
+    """Never repeat a sequence of this many tokens within a title (0: off)."""
+    num_candidates: int = _bounded(1, 1, 8)
+    """Distinct titles to return per abstract (beam search or sampling provide them)."""
+
+    def __post_init__(self):
+        for f in fields(self):
+            if "range" in f.metadata:
+                low, high = f.metadata["range"]
+                if not low <= getattr(self, f.name) <= high:
+                    raise ValueError(f"{f.name} must be between {low} and {high}")
+
+    @property
+    def beam_search(self) -> bool:
+        """Whether decoding uses beams; sampling ignores num_beams (only greedy and sampling stream)."""
+        return not self.do_sample and self.num_beams > 1
+
+    def generate_kwargs(self) -> dict:
+        # Ask for twice the candidates: near-duplicates are dropped after cleaning.
+        wanted = 2 * self.num_candidates if self.num_candidates > 1 else 1
+        kwargs = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty,
+                  "do_sample": self.do_sample, "num_beams": self.num_beams}
+        if self.no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
+        if self.do_sample:  # plain sampling: the (default) beam width does not apply
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, num_beams=1)
+        else:  # without sampling, several candidates come from the beams
+            kwargs["num_beams"] = max(self.num_beams, wanted)
+        beams = kwargs["num_beams"]
+        # every beam comes back: the best one that does not repeat itself is chosen (see generate)
+        kwargs["num_return_sequences"] = wanted if beams == 1 else beams
+        return kwargs
 
 
 @dataclass

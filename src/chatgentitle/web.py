@@ -11,8 +11,8 @@ from typing import get_type_hints
 
 import gradio as gr
 
-from chatgentitle.config import field_docs
-from chatgentitle.generate import GenerationOptions, TitleSource, titles
+from chatgentitle.config import GenerationOptions, field_docs
+from chatgentitle.generate import TitleSource, titles
 from chatgentitle.ranking import Ranker
 
 EXAMPLE_ABSTRACT = (
