@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 from pathlib import Path
@@ -61,6 +62,46 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     )
     LlamaForCausalLM(config).save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A real (tiny) run dir named "run": trained for a few steps so the adapter is not the identity."""
+    from chatgentitle.config import TrainConfig
+    from chatgentitle.train import train
+
+    root = tmp_path_factory.mktemp("gen")
+    data = root / "train.jsonl"
+    data.write_text("".join(json.dumps(paper_row(i)) + "\n" for i in range(8)))
+    cfg = TrainConfig(base_model=str(tiny_model_dir), data=str(data), output_dir=str(root / "run"),
+                      batch_size=4, micro_batch_size=4, max_steps=2, val_set_size=0, cutoff_len=64,
+                      dtype="fp32", prompt_template="compact", save_steps=100)
+    return train(cfg)
+
+
+@contextlib.contextmanager
+def serving(app):
+    """Run an ASGI app with uvicorn on a free 127.0.0.1 port for the block; yields its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def paper_row(i: int, **overrides) -> dict:
@@ -131,6 +172,9 @@ class FakeGenerator:
 
     def __call__(self, abstracts, options=None, instruction=None):
         return [c[0] for c in self.generate(abstracts, options, instruction)]
+
+    def count_tokens(self, text, as_prompt=False):
+        return len(text.split()) + (10 if as_prompt else 0)
 
     def stream(self, abstract, options=None, instruction=None):
         title = self([abstract], options, instruction)[0]

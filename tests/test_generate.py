@@ -4,27 +4,10 @@ import pytest
 from click.testing import CliRunner
 
 from chatgentitle.cli import cli
-from chatgentitle.config import TrainConfig
 from chatgentitle.generate import GenerationOptions, TitleGenerator
 from chatgentitle.ranking import KnownTitles, Ranker, cliches_in, copy_rate
 
 ABSTRACT = "we propose a novel method for learning graph neural networks"
-
-
-@pytest.fixture(scope="module")
-def run_dir(tiny_model_dir, tmp_path_factory):
-    """A real (tiny) run dir: trained for a few steps so the adapter is not the identity."""
-    from conftest import paper_row
-
-    from chatgentitle.train import train
-
-    root = tmp_path_factory.mktemp("gen")
-    data = root / "train.jsonl"
-    data.write_text("".join(json.dumps(paper_row(i)) + "\n" for i in range(8)))
-    cfg = TrainConfig(base_model=str(tiny_model_dir), data=str(data), output_dir=str(root / "run"),
-                      batch_size=4, micro_batch_size=4, max_steps=2, val_set_size=0, cutoff_len=64,
-                      dtype="fp32", prompt_template="compact", save_steps=100)
-    return train(cfg)
 
 
 @pytest.fixture(scope="module")

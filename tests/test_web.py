@@ -2,10 +2,9 @@
 
 import shutil
 import socket
-import threading
-import time
 
 import pytest
+from conftest import serving
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ABSTRACT = "we propose a novel method for learning graph neural networks"
@@ -20,23 +19,14 @@ def free_port() -> int:
 @pytest.fixture
 def server(fake_generator):
     import gradio as gr
-    import uvicorn
 
     from chatgentitle.api import create_app
     from chatgentitle.ranking import Ranker
     from chatgentitle.web import build_demo
 
     app = gr.mount_gradio_app(create_app(fake_generator), build_demo(fake_generator, Ranker()), path="/")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as url:
+        yield url
 
 
 def test_ui_has_the_seed_boxes(fake_generator):

@@ -1,4 +1,5 @@
-"""The REST API: POST /v1/titles, GET /health, OpenAPI docs at /docs.
+"""The REST API: POST /v1/titles, GET /health, OpenAPI docs at /docs, and the OpenAI-compatible
+GET /v1/models and POST /v1/chat/completions (the last user message is the abstract).
 
     app = create_app(TitleGenerator.load())
 
@@ -15,15 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import queue
 import threading
 import time
+import uuid
 from concurrent.futures import Future
 from functools import partial
 from typing import get_type_hints
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from chatgentitle.config import GenerationOptions, field_docs
@@ -82,6 +85,55 @@ class TitleRequest(BaseModel):
 
     def generation_options(self) -> GenerationOptions:
         return GenerationOptions(**self.options.model_dump())
+
+
+class ChatMessage(BaseModel):
+    role: str
+    content: str | list[dict] | None = None
+    """Text, or OpenAI content parts ({"type": "text", "text": ...})."""
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return " ".join(part.get("text", "") for part in self.content if part.get("type") == "text")
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    """An OpenAI chat completion request; fields this server does not use are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
+    n: int = Field(1, ge=1, le=8, description="Titles to return (distinct candidates).")
+    max_tokens: int | None = Field(None, ge=1, description="Clamped to max_new_tokens' bound: a title needs few.")
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2, description="0 or absent: the default decoding; "
+                                                                      "above 0: sampling at this temperature.")
+    top_p: float | None = Field(None, gt=0, le=1)
+    stream: bool = False
+    stream_options: dict | None = None
+
+    @model_validator(mode="after")
+    def one_abstract(self):
+        users = [m for m in self.messages if m.role == "user"]
+        if not users or not users[-1].text().strip():
+            raise ValueError("the last user message must hold the abstract")
+        if len(users[-1].text()) > MAX_ABSTRACT_CHARS:
+            raise ValueError(f"the abstract is longer than {MAX_ABSTRACT_CHARS} characters")
+        return self
+
+    def abstract(self) -> str:
+        return [m for m in self.messages if m.role == "user"][-1].text().strip()
+
+    def generation_options(self) -> GenerationOptions:
+        low, high = next(f for f in dataclasses.fields(GenerationOptions) if f.name == "max_new_tokens").metadata[
+            "range"]
+        wanted = self.max_completion_tokens or self.max_tokens or GenerationOptions.max_new_tokens
+        options = {"num_candidates": self.n, "max_new_tokens": max(low, min(high, wanted))}
+        if self.temperature:  # sampling, as a chat client asking for a temperature expects
+            options.update(do_sample=True, temperature=self.temperature, top_p=self.top_p or 1.0)
+        return GenerationOptions(**options)
 
 
 @dataclasses.dataclass
@@ -158,6 +210,22 @@ class MicroBatcher:
             start += len(job.abstracts)
 
 
+def _chat_chunks(reply: dict, candidates, usage: dict | None):
+    """Server-sent events of a chat completion: the role, each title, the finish, usage, [DONE].
+
+    Titles come whole (beam search settles them only at the end), one content delta per choice."""
+    def event(choices, **extra) -> str:
+        return f"data: {json.dumps({**reply, 'object': 'chat.completion.chunk', 'choices': choices, **extra})}\n\n"
+
+    for i, candidate in enumerate(candidates):
+        yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        yield event([{"index": i, "delta": {"content": candidate.title}, "finish_reason": None}])
+        yield event([{"index": i, "delta": {}, "finish_reason": "stop"}])
+    if usage:
+        yield event([], usage=usage)
+    yield "data: [DONE]\n\n"
+
+
 def _nobody_waits(batch: list[Job]) -> bool:
     return not any(job.wanted() for job in batch)
 
@@ -187,22 +255,16 @@ def create_app(generator: TitleSource, ranker: Ranker | None = None, api_key: st
         return {"status": "ok", "model": generator.name,
                 "queued": batcher.jobs.qsize()}
 
-    @app.post("/v1/titles", dependencies=[Depends(check_key)])
-    async def titles(body: TitleRequest):
-        try:
-            options = body.generation_options()
-        except ValueError as err:  # a rule across fields
-            raise HTTPException(status_code=422, detail=str(err)) from None
-        abstracts = body.items()
-        began = time.perf_counter()
-        job = Job(abstracts, options, body.instruction, deadline=time.monotonic() + request_timeout)
+    async def answer(abstracts: list[str], options: GenerationOptions, instruction: str | None):
+        """Queue the abstracts, wait for their candidates within the deadline (else 503)."""
+        job = Job(abstracts, options, instruction, deadline=time.monotonic() + request_timeout)
         try:
             batcher.submit(job)
         except queue.Full:
             raise HTTPException(status_code=503, detail="busy: too many queued requests",
                                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
         try:
-            results = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), request_timeout)
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job.future)), request_timeout)
         except TimeoutError:
             job.abandoned.set()  # the worker skips it, or stops the generation it is in
             raise HTTPException(status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
@@ -210,9 +272,45 @@ def create_app(generator: TitleSource, ranker: Ranker | None = None, api_key: st
         except asyncio.CancelledError:  # the client went away
             job.abandoned.set()
             raise
+
+    @app.post("/v1/titles", dependencies=[Depends(check_key)])
+    async def titles(body: TitleRequest):
+        try:
+            options = body.generation_options()
+        except ValueError as err:  # a rule across fields
+            raise HTTPException(status_code=422, detail=str(err)) from None
+        began = time.perf_counter()
+        results = await answer(body.items(), options, body.instruction)
         out = [{"title": candidates[0].title, "candidates": [c.to_dict() for c in candidates]}
                for candidates in results]
         return {"results": out, "model": generator.name,
                 "seconds": round(time.perf_counter() - began, 3)}
+
+    # ---------------------------------------------------------------- the OpenAI-compatible boundary
+    @app.get("/v1/models", dependencies=[Depends(check_key)])
+    def models():
+        return {"object": "list", "data": [{"id": generator.name, "object": "model", "created": 0,
+                                            "owned_by": "chatgentitle"}]}
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
+    async def chat_completions(body: ChatRequest):
+        """The last user message is an abstract; each choice is a title (n: distinct candidates)."""
+        if body.model != generator.name:
+            raise HTTPException(status_code=404, detail=f"model {body.model!r} not found; "
+                                                        f"this server has {generator.name!r}")
+        abstract = body.abstract()
+        results = await answer([abstract], body.generation_options(), None)
+        candidates = results[0]
+        usage = {"prompt_tokens": generator.count_tokens(abstract, as_prompt=True),
+                 "completion_tokens": sum(generator.count_tokens(c.title) + 1 for c in candidates)}  # +1: EOS
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        reply = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": generator.name}
+        if not body.stream:
+            choices = [{"index": i, "message": {"role": "assistant", "content": c.title}, "finish_reason": "stop"}
+                       for i, c in enumerate(candidates)]
+            return {**reply, "object": "chat.completion", "choices": choices, "usage": usage}
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        return StreamingResponse(_chat_chunks(reply, candidates, usage if include_usage else None),
+                                 media_type="text/event-stream")
 
     return app

@@ -46,6 +46,9 @@ class TitleSource(Protocol):
                instruction: str | None = None) -> Iterator[str]:
         """One title as it grows (greedy or sampling)."""
 
+    def count_tokens(self, text: str, as_prompt: bool = False) -> int:
+        """Tokens of a title, or of the whole prompt made from an abstract (as_prompt), for usage counts."""
+
 
 def titles(source: TitleSource, abstracts: list[str], options: GenerationOptions | None = None,
            ranker: Ranker | None = None, instruction: str | None = None,
@@ -104,6 +107,11 @@ class TitleGenerator:
     def instruction(self) -> str:
         return self.template.instruction
 
+    def count_tokens(self, text: str, as_prompt: bool = False) -> int:
+        if as_prompt:
+            return len(encode_prompt(self.template, self.tokenizer, text, None, self.max_prompt_tokens))
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     @classmethod
     def load(
         cls,
@@ -152,7 +160,8 @@ class TitleGenerator:
             from chatgentitle.beam import SHARED
 
             model.set_attn_implementation(SHARED)
-        name = Path(adapter).name if adapter else f"{base_model} (zero-shot)"
+        # the packaged default adapter answers as "chatgentitle" (its model id in the OpenAI API)
+        name = Path(run_dir).name if run_dir else ("chatgentitle" if adapter else f"{base_model} (zero-shot)")
         return cls(model, tokenizer, template, max_prompt_tokens=max(64, cutoff), name=name)
 
     # ------------------------------------------------------------------ generation
