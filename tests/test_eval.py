@@ -56,8 +56,7 @@ def test_file(tmp_path):
 
 
 def test_eval_report_with_a_model_lead_1_and_predictions(tmp_path, test_file, tiny_model_dir):
-    from test_generate import TrainConfig
-
+    from chatgentitle.config import TrainConfig
     from chatgentitle.train import train
 
     data = tmp_path / "train.jsonl"
