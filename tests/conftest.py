@@ -79,6 +79,26 @@ def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
     return train(cfg)
 
 
+SERVER_KEY = "s3cret"
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(run_dir):
+    """A real TitleGenerator on the tiny run dir (fp32: exact)."""
+    from chatgentitle.generate import TitleGenerator
+
+    return TitleGenerator.load(run_dir, dtype="fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_generator):
+    """The real `serve` app around the tiny generator on 127.0.0.1, API key SERVER_KEY; yields .../v1."""
+    from chatgentitle.api import create_app
+
+    with serving(create_app(tiny_generator, api_key=SERVER_KEY)) as url:
+        yield url + "/v1"
+
+
 @contextlib.contextmanager
 def serving(app):
     """Run an ASGI app with uvicorn on a free 127.0.0.1 port for the block; yields its base URL."""

@@ -47,7 +47,10 @@ class LoopbackServer:
     path = ""  # appended to the base URL to make `url`
 
     def get(self, handler: BaseHTTPRequestHandler) -> None:
-        raise NotImplementedError
+        handler.send_error(405)
+
+    def post(self, handler: BaseHTTPRequestHandler) -> None:
+        handler.send_error(405)
 
     def __enter__(self):
         server = self
@@ -58,6 +61,9 @@ class LoopbackServer:
 
             def do_GET(self):
                 server.get(self)
+
+            def do_POST(self):
+                server.post(self)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -14,6 +14,7 @@ import click
 
 from chatgentitle.config import GenerationOptions, TrainConfig
 from chatgentitle.prepare import PrepareConfig
+from chatgentitle.remote import RemoteError  # light: httpx
 from chatgentitle.report import BASELINES  # light: no torch, no metrics libraries at import
 
 
@@ -218,7 +219,16 @@ def model_options(func):
     """Options shared by every command that loads a TitleGenerator."""
     decorators = [
         click.option("--model", "run_dir", type=click.Path(path_type=Path),
-                     help="Run dir or PEFT adapter dir. [default: the packaged adapter]"),
+                     help="Run dir or PEFT adapter dir [default: the packaged adapter]; with --endpoint, the "
+                          "server's model name."),
+        click.option("--endpoint", help="Title through this OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1"
+                                        " for vLLM) instead of a model in this process."),
+        click.option("--endpoint-key", envvar="CHATGENTITLE_ENDPOINT_KEY",
+                     help="API key for --endpoint (or CHATGENTITLE_ENDPOINT_KEY / OPENAI_API_KEY)."),
+        click.option("--chat", is_flag=True, help="With --endpoint: chat messages (chat models, our serve) "
+                                                  "instead of completions with our prompt."),
+        click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
+                     help="With --endpoint: requests in flight."),
         click.option("--base-model", help="Base model (with no --model: zero-shot, no adapter)."),
         click.option("--prompt-template", help="Override the run dir's prompt template."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
@@ -254,10 +264,21 @@ def generation_options(func):
     return func
 
 
-def load_generator(run_dir, base_model, prompt_template, device, dtype, quantize, no_merge):
+def load_generator(run_dir, base_model, prompt_template, device, dtype, quantize, no_merge, endpoint=None,
+                   endpoint_key=None, chat=False, concurrency=4):
+    """The TitleSource the options ask for: a model in this process, or a remote server's."""
     from chatgentitle.generate import TitleGenerator
     from chatgentitle.modeling import ModelError
 
+    if endpoint:
+        from chatgentitle.prompt import PromptTemplate
+        from chatgentitle.remote import RemoteTitles
+
+        if not run_dir:
+            raise UserError("--endpoint needs --model NAME (the model id the server serves)")
+        template = PromptTemplate.load(prompt_template) if prompt_template else TitleGenerator.default_template()
+        return RemoteTitles(endpoint, str(run_dir), api_key=endpoint_key, chat=chat, template=template,
+                            concurrency=concurrency)
     try:
         return TitleGenerator.load(run_dir, base_model=base_model, prompt_template=prompt_template,
                                    device=device, dtype=dtype, quantize=quantize, merge=not no_merge)
@@ -307,13 +328,15 @@ def make_ranker(db):
 @model_options
 @generation_options
 def generate(abstract, input_path, output_path, num_candidates, instruction, batch_size, db, stream, samples,
-             as_json, run_dir, base_model, prompt_template, device, dtype, quantize, no_merge, **decoding):
+             as_json, run_dir, base_model, prompt_template, device, dtype, quantize, no_merge, endpoint, endpoint_key,
+             chat, concurrency, **decoding):
     """Write a title for ABSTRACT (or - for stdin), or for every abstract in --input."""
     import json
 
+    model = (run_dir, base_model, prompt_template, device, dtype, quantize, no_merge, endpoint, endpoint_key, chat,
+             concurrency)
     if samples:
-        return _samples(load_generator(run_dir, base_model, prompt_template, device, dtype, quantize, no_merge),
-                        make_options(**decoding))
+        return _samples(load_generator(*model), make_options(**decoding))
     if bool(abstract) == bool(input_path):
         raise UserError("give an ABSTRACT (or -) or --input FILE")
     if input_path and not output_path:
@@ -323,7 +346,7 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
     if abstract is not None and not abstract.strip():
         raise UserError("the abstract is empty")
     options = make_options(num_candidates, **decoding)
-    generator = load_generator(run_dir, base_model, prompt_template, device, dtype, quantize, no_merge)
+    generator = load_generator(*model)
     ranker = make_ranker(db) if num_candidates > 1 or db else None
     if input_path:
         from chatgentitle.batch import InputError, generate_file
@@ -331,7 +354,7 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
         try:
             written, skipped = generate_file(generator, input_path, output_path, options, batch_size, ranker,
                                              instruction, progress=sys.stderr.isatty())
-        except InputError as err:
+        except (InputError, RemoteError) as err:
             raise UserError(str(err)) from None
         click.echo(f"{written} titles written to {output_path} ({skipped} already there)")
         return
@@ -343,7 +366,10 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
         return
     from chatgentitle.generate import titles
 
-    candidates = titles(generator, [abstract], options, ranker, instruction)[0]
+    try:
+        candidates = titles(generator, [abstract], options, ranker, instruction)[0]
+    except RemoteError as err:
+        raise UserError(str(err)) from None
     if as_json:
         click.echo(json.dumps([c.to_dict() for c in candidates], indent=2, ensure_ascii=False))
         return
@@ -433,6 +459,9 @@ def _named(value: str, default_name: str) -> tuple[str, str]:
               help="Test papers: prepare's test.jsonl (or any snapshot-format file).")
 @click.option("--model", "models", multiple=True,
               help="A run dir to evaluate, optionally NAME=RUN_DIR; repeatable. [default: the packaged model]")
+@click.option("--endpoint-model", "endpoint_models", multiple=True,
+              help="A system behind an OpenAI-compatible server: NAME=URL,MODEL (completions with our prompt) or "
+                   "NAME=URL,MODEL,chat (chat models); repeatable. Key: CHATGENTITLE_ENDPOINT_KEY / OPENAI_API_KEY.")
 @click.option("--baseline", "baselines", multiple=True, type=click.Choice(BASELINES),
               help="Built-in baselines; repeatable.")
 @click.option("--predictions", "prediction_files", multiple=True,
@@ -445,7 +474,8 @@ def _named(value: str, default_name: str) -> tuple[str, str]:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
 @generation_options
-def evaluate(data_path, models, baselines, prediction_files, out_dir, limit, batch_size, db, base_model, device,
+def evaluate(data_path, models, endpoint_models, baselines, prediction_files, out_dir, limit, batch_size, db,
+             base_model, device,
              dtype, **decoding):
     """Score models, baselines and other systems' titles against the real titles."""
     from functools import partial
@@ -457,16 +487,23 @@ def evaluate(data_path, models, baselines, prediction_files, out_dir, limit, bat
     papers = report.load_test_papers(data_path, limit)
     if not papers:
         raise UserError(f"no test papers in {data_path}")
-    if not models and not prediction_files and not baselines:
+    if not models and not prediction_files and not baselines and not endpoint_models:
         models = ("default",)
     runs = [(name, None if run == "default" else run) for name, run in (_named(v, Path(v).name) for v in models)]
+    for value in endpoint_models:
+        name, spec = _named(value, "endpoint")
+        url, _, rest = spec.partition(",")
+        model_name, _, mode = rest.partition(",")
+        if not url or not model_name or mode not in ("", "chat"):
+            raise UserError(f"--endpoint-model {value!r}: give NAME=URL,MODEL or NAME=URL,MODEL,chat")
+        runs.append((name, {"endpoint": url, "model": model_name, "chat": mode == "chat"}))
     files = [_named(value, Path(value).stem) for value in prediction_files]
     load = partial(_load_for_eval, base_model=base_model, device=device, dtype=dtype)
     try:
         systems, problems = report.collect_systems(papers, out_dir, runs, files, baselines, load,
                                                    make_options(**decoding), batch_size,
                                                    echo=partial(click.echo, err=True), progress=sys.stderr.isatty())
-    except report.PredictionError as err:
+    except (report.PredictionError, RemoteError) as err:
         raise UserError(str(err)) from None
     from chatgentitle.ranking import Embedder
 
@@ -481,5 +518,7 @@ def evaluate(data_path, models, baselines, prediction_files, out_dir, limit, bat
     click.echo(f"report: {out_dir / 'report.md'}")
 
 
-def _load_for_eval(run_dir, zero_shot_base, base_model, device, dtype):
-    return load_generator(run_dir, zero_shot_base and (base_model or zero_shot_base), None, device, dtype, None, False)
+def _load_for_eval(run, zero_shot_base, base_model, device, dtype):
+    if isinstance(run, dict):  # a system behind an OpenAI-compatible server
+        return load_generator(run["model"], None, None, device, dtype, None, False, run["endpoint"], None, run["chat"])
+    return load_generator(run, zero_shot_base and (base_model or zero_shot_base), None, device, dtype, None, False)

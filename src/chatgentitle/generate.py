@@ -112,6 +112,12 @@ class TitleGenerator:
             return len(encode_prompt(self.template, self.tokenizer, text, None, self.max_prompt_tokens))
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    @staticmethod
+    def default_template() -> PromptTemplate:
+        """The packaged default adapter's prompt (what a server of that adapter expects)."""
+        folder = default_adapter_dir()
+        return RunDir(folder).describe().template if folder else PromptTemplate.load("compact")
+
     @classmethod
     def load(
         cls,
