@@ -85,8 +85,9 @@ class RemoteTitles:
             body["messages"] = [{"role": "system", "content": instruction or self.instruction},
                                 {"role": "user", "content": abstract}]
             texts = [c["message"]["content"] or "" for c in self._request("/chat/completions", body)["choices"]]
-        else:
-            body.update(prompt=self.template.render(abstract, instruction), stop=["\n"])
+        else:  # self-hosted engines (vLLM, llama.cpp) take the repetition penalty; hosted chat APIs do not
+            body.update(prompt=self.template.render(abstract, instruction), stop=["\n"],
+                        repetition_penalty=options.repetition_penalty)
             texts = [c["text"] for c in self._request("/completions", body)["choices"]]
         seen, titles = set(), []
         for title in map(clean_title, texts):
