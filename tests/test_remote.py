@@ -131,3 +131,17 @@ def test_eval_scores_a_remote_system_beside_the_local_one(tiny_generator, tiny_s
     assert list(scores) == ["local", "served"] and scores["local"]["rougeL"] == scores["served"]["rougeL"]
     bad = CliRunner().invoke(cli, ["eval", "--data", str(data), "--endpoint-model", "x=http://h", "--out", str(out)])
     assert bad.exit_code == 1 and "NAME=URL,MODEL" in bad.output
+
+
+def test_serve_and_web_ui_can_front_a_remote_backend(tiny_generator, tiny_server):
+    from fastapi.testclient import TestClient
+
+    from chatgentitle.api import create_app
+    from chatgentitle.web import build_demo
+
+    remote = RemoteTitles(tiny_server, tiny_generator.name, api_key=KEY, chat=True)
+    proxy = TestClient(create_app(remote))
+    answer = proxy.post("/v1/titles", json={"abstract": ABSTRACTS[0], "options": {"max_new_tokens": 6}})
+    assert answer.status_code == 200
+    assert answer.json()["results"][0]["title"] == tiny_generator(ABSTRACTS[:1], GenerationOptions(max_new_tokens=6))[0]
+    assert build_demo(remote).get_config_file()["components"]  # the UI builds around it
