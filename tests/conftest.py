@@ -171,7 +171,7 @@ class FakeGenerator:
         self.calls: list[tuple[int, object]] = []  # (batch size, options)
         self.stopped_early = 0
 
-    def generate(self, abstracts, options=None, instruction=None, should_stop=None):
+    def generate(self, abstracts, options=None, instruction=None, should_stop=None, rendered=False):
         import time
 
         from chatgentitle.generate import GenerationOptions

@@ -175,6 +175,7 @@ def test_export_merged_checkpoint_matches_adapter(run_dir, tmp_path, generator):
 
     result = CliRunner().invoke(cli, ["export", "--adapter", str(run_dir), "--out", str(tmp_path / "merged")])
     assert result.exit_code == 0, result.output
+    assert f"--lora-modules run={tmp_path / 'merged' / 'adapter'}" in result.output  # what vLLM needs
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     assert (tmp_path / "merged" / "adapter" / "adapter_model.safetensors").is_file()
     x = torch.tensor([[5, 6, 7, 8]])

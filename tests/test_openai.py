@@ -1,6 +1,8 @@
 """The OpenAI-compatible boundary, driven by the official `openai` client against the real server
 (uvicorn on 127.0.0.1) around a real TitleGenerator on the tiny model."""
 
+import json
+
 import httpx
 import pytest
 from conftest import SERVER_KEY
@@ -63,3 +65,55 @@ def test_wrong_key_unknown_model_and_bad_bodies(tiny_server, client):
             client.chat.completions.create(model="run", **bad)
     assert client.chat.completions.create(model="run", messages=[{"role": "user", "content": ABSTRACT}],
                                           max_tokens=4).choices  # still serving
+
+
+def test_two_adapters_over_one_base_answer_as_two_models(run_dir, tiny_model_dir, tmp_path):
+    from conftest import paper_row, serving
+
+    from chatgentitle.api import create_app
+    from chatgentitle.config import GenerationOptions, TrainConfig
+    from chatgentitle.generate import TitleGenerator
+    from chatgentitle.train import train
+
+    data = tmp_path / "other.jsonl"  # other titles, more steps: another adapter on the same base
+    data.write_text("".join(json.dumps({"title": "Quantum spectra of deep efficient transformer models",
+                                        "abstract": paper_row(i)["abstract"]}) + "\n" for i in range(8)))
+    other = train(TrainConfig(base_model=str(tiny_model_dir), data=str(data), output_dir=str(tmp_path / "other"),
+                              batch_size=4, micro_batch_size=4, max_steps=8, learning_rate=1e-2, val_set_size=0,
+                              cutoff_len=64, dtype="fp32", prompt_template="compact", save_steps=100))
+    both = TitleGenerator.load_many({"first": run_dir, "second": other}, dtype="fp32")
+    assert both[0].model is both[1].model  # one base in memory
+    options = GenerationOptions(max_new_tokens=6)
+    expected = {"first": TitleGenerator.load(run_dir, dtype="fp32")([ABSTRACT], options)[0],
+                "second": TitleGenerator.load(other, dtype="fp32")([ABSTRACT], options)[0]}
+    assert expected["first"] != expected["second"]
+    with serving(create_app(both)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        assert [m.id for m in client.models.list()] == ["first", "second"]
+        for name in ("second", "first", "second"):  # switching back and forth
+            reply = client.chat.completions.create(model=name, messages=[{"role": "user", "content": ABSTRACT}],
+                                                   max_tokens=6)
+            assert reply.choices[0].message.content == expected[name] and reply.model == name
+        titles = httpx.post(url + "/v1/titles", json={"abstract": ABSTRACT, "model": "second",
+                                                       "options": {"max_new_tokens": 6}}).json()
+        assert titles["results"][0]["title"] == expected["second"] and titles["model"] == "second"
+        assert httpx.post(url + "/v1/titles", json={"abstract": ABSTRACT, "model": "third"}).status_code == 404
+
+
+def test_completions_continue_whole_prompts(client, tiny_generator, tiny_server):
+    from chatgentitle.config import GenerationOptions
+    from chatgentitle.remote import RemoteTitles
+
+    options = GenerationOptions(max_new_tokens=6)
+    expected = tiny_generator([ABSTRACT, "quantum field theory"], options)
+    prompts = [tiny_generator.template.render(a) for a in (ABSTRACT, "quantum field theory")]
+    reply = client.completions.create(model="run", prompt=prompts, max_tokens=6)
+    assert reply.object == "text_completion" and [c.text for c in reply.choices] == expected
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    chunks = list(client.completions.create(model="run", prompt=prompts[0], max_tokens=6, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == expected[0]
+    # the remote backend's default (completions with our prompt) through our own server
+    remote = RemoteTitles(tiny_server, "run", api_key=KEY, template=tiny_generator.template)
+    assert [t[0] for t in remote.generate([ABSTRACT, "quantum field theory"], options)] == expected
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.completions.create(model="run", prompt=[], max_tokens=6)

@@ -1,5 +1,6 @@
 """The REST API: POST /v1/titles, GET /health, OpenAPI docs at /docs, and the OpenAI-compatible
-GET /v1/models and POST /v1/chat/completions (the last user message is the abstract).
+GET /v1/models, POST /v1/completions (whole prompts, as vLLM takes them) and POST /v1/chat/completions
+(the last user message is the abstract).
 
     app = create_app(TitleGenerator.load())
 
@@ -59,6 +60,7 @@ class TitleRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    model: str | None = Field(None, description="Which served model (GET /v1/models); default: the first.")
     abstract: str | None = Field(None, description="One abstract.")
     abstracts: list[str] | None = Field(None, description=f"Up to {MAX_ABSTRACTS} abstracts.")
     instruction: str | None = Field(None, max_length=2000, description="Overrides the model's instruction.")
@@ -98,13 +100,12 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
-class ChatRequest(BaseModel):
-    """An OpenAI chat completion request; fields this server does not use are accepted and ignored."""
+class OpenAIRequest(BaseModel):
+    """What OpenAI completion and chat requests share; fields this server does not use are ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
     n: int = Field(1, ge=1, le=8, description="Titles to return (distinct candidates).")
     max_tokens: int | None = Field(None, ge=1, description="Clamped to max_new_tokens' bound: a title needs few.")
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -113,6 +114,21 @@ class ChatRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     stream: bool = False
     stream_options: dict | None = None
+
+    def generation_options(self) -> GenerationOptions:
+        low, high = next(f for f in dataclasses.fields(GenerationOptions) if f.name == "max_new_tokens").metadata[
+            "range"]
+        wanted = self.max_completion_tokens or self.max_tokens or GenerationOptions.max_new_tokens
+        options = {"num_candidates": self.n, "max_new_tokens": max(low, min(high, wanted))}
+        if self.temperature:  # sampling, as a client asking for a temperature expects
+            options.update(do_sample=True, temperature=self.temperature, top_p=self.top_p or 1.0)
+        return GenerationOptions(**options)
+
+
+class ChatRequest(OpenAIRequest):
+    """A chat completion: the last user message is the abstract."""
+
+    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
 
     @model_validator(mode="after")
     def one_abstract(self):
@@ -126,14 +142,23 @@ class ChatRequest(BaseModel):
     def abstract(self) -> str:
         return [m for m in self.messages if m.role == "user"][-1].text().strip()
 
-    def generation_options(self) -> GenerationOptions:
-        low, high = next(f for f in dataclasses.fields(GenerationOptions) if f.name == "max_new_tokens").metadata[
-            "range"]
-        wanted = self.max_completion_tokens or self.max_tokens or GenerationOptions.max_new_tokens
-        options = {"num_candidates": self.n, "max_new_tokens": max(low, min(high, wanted))}
-        if self.temperature:  # sampling, as a chat client asking for a temperature expects
-            options.update(do_sample=True, temperature=self.temperature, top_p=self.top_p or 1.0)
-        return GenerationOptions(**options)
+
+class CompletionRequest(OpenAIRequest):
+    """A completion: each prompt is a whole prompt in the served model's template (vLLM's convention)."""
+
+    prompt: str | list[str]
+
+    @model_validator(mode="after")
+    def bounded_prompts(self):
+        prompts = self.prompts()
+        if not prompts or len(prompts) > MAX_ABSTRACTS or not all(p.strip() for p in prompts):
+            raise ValueError(f"give 1 to {MAX_ABSTRACTS} non-empty prompts")
+        if any(len(p) > MAX_ABSTRACT_CHARS + 2000 for p in prompts):  # the abstract's bound plus a template
+            raise ValueError(f"a prompt is longer than {MAX_ABSTRACT_CHARS + 2000} characters")
+        return self
+
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
 
 @dataclasses.dataclass
@@ -144,6 +169,7 @@ class Job:
     options: GenerationOptions
     instruction: str | None
     deadline: float  # time.monotonic() after which nobody waits for the answer
+    rendered: bool = False  # whole prompts (/v1/completions), not abstracts
     future: Future = dataclasses.field(default_factory=Future)
     abandoned: threading.Event = dataclasses.field(default_factory=threading.Event)
 
@@ -180,7 +206,8 @@ class MicroBatcher:
                     job = self.jobs.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
-                same = job.options == batch[0].options and job.instruction == batch[0].instruction
+                same = (job.options, job.instruction, job.rendered) == (
+                    batch[0].options, batch[0].instruction, batch[0].rendered)
                 if same and size + len(job.abstracts) <= self.max_batch:
                     batch.append(job)
                     size += len(job.abstracts)
@@ -196,8 +223,8 @@ class MicroBatcher:
         abstracts = [a for job in batch for a in job.abstracts]
         nobody_waits = partial(_nobody_waits, batch)  # checked between decoding steps
         try:
-            results = titles(self.generator, abstracts, batch[0].options, self.ranker, batch[0].instruction,
-                             should_stop=nobody_waits)
+            results = titles(self.generator, abstracts, batch[0].options, None if batch[0].rendered else self.ranker,
+                             batch[0].instruction, should_stop=nobody_waits, rendered=batch[0].rendered)
         except Exception as err:  # one bad batch must not kill the worker
             for job in batch:
                 job.future.set_exception(err)
@@ -226,18 +253,36 @@ def _chat_chunks(reply: dict, candidates, usage: dict | None):
     yield "data: [DONE]\n\n"
 
 
+def _completion_chunks(reply: dict, choices: list[dict], usage: dict | None):
+    """Server-sent events of a completion: each choice's text, then usage, then [DONE]."""
+    for choice in choices:
+        yield f"data: {json.dumps({**reply, 'choices': [choice]})}\n\n"
+    if usage:
+        yield f"data: {json.dumps({**reply, 'choices': [], 'usage': usage})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
 def _nobody_waits(batch: list[Job]) -> bool:
     return not any(job.wanted() for job in batch)
 
 
-def create_app(generator: TitleSource, ranker: Ranker | None = None, api_key: str | None = None,
+def create_app(generator: TitleSource | list[TitleSource], ranker: Ranker | None = None, api_key: str | None = None,
                max_batch: int = 8, max_queue: int = 256,
                request_timeout: float = REQUEST_TIMEOUT_SECONDS) -> FastAPI:
-    """The FastAPI app around one title source (a TitleGenerator, or anything with its interface)."""
+    """The FastAPI app around one title source (a TitleGenerator, or anything with its interface), or
+    several (e.g. adapters over one base, TitleGenerator.load_many): each is a model id, the first the
+    default. Each has its own bounded queue; sources sharing a model take turns on it."""
     app = FastAPI(title="ChatGenTitle", version="0.1.0",
                   description="Titles for research papers from their abstracts.")
-    batcher = MicroBatcher(generator, ranker, max_batch=max_batch, max_queue=max_queue)
-    app.state.batcher = batcher
+    sources = generator if isinstance(generator, list) else [generator]
+    batchers = {s.name: MicroBatcher(s, ranker, max_batch=max_batch, max_queue=max_queue) for s in sources}
+    default = sources[0].name
+
+    def batcher_for(model: str | None) -> MicroBatcher:
+        if (model or default) not in batchers:
+            raise HTTPException(status_code=404, detail=f"model {model!r} not found; this server has "
+                                                        f"{', '.join(map(repr, batchers))}")
+        return batchers[model or default]
 
     def check_key(request: Request) -> None:
         if api_key and request.headers.get("authorization") != f"Bearer {api_key}":
@@ -252,12 +297,13 @@ def create_app(generator: TitleSource, ranker: Ranker | None = None, api_key: st
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "model": generator.name,
-                "queued": batcher.jobs.qsize()}
+        return {"status": "ok", "model": default, "models": list(batchers),
+                "queued": sum(b.jobs.qsize() for b in batchers.values())}
 
-    async def answer(abstracts: list[str], options: GenerationOptions, instruction: str | None):
+    async def answer(batcher: MicroBatcher, abstracts: list[str], options: GenerationOptions,
+                     instruction: str | None, rendered: bool = False):
         """Queue the abstracts, wait for their candidates within the deadline (else 503)."""
-        job = Job(abstracts, options, instruction, deadline=time.monotonic() + request_timeout)
+        job = Job(abstracts, options, instruction, deadline=time.monotonic() + request_timeout, rendered=rendered)
         try:
             batcher.submit(job)
         except queue.Full:
@@ -280,31 +326,50 @@ def create_app(generator: TitleSource, ranker: Ranker | None = None, api_key: st
         except ValueError as err:  # a rule across fields
             raise HTTPException(status_code=422, detail=str(err)) from None
         began = time.perf_counter()
-        results = await answer(body.items(), options, body.instruction)
+        batcher = batcher_for(body.model)
+        results = await answer(batcher, body.items(), options, body.instruction)
         out = [{"title": candidates[0].title, "candidates": [c.to_dict() for c in candidates]}
                for candidates in results]
-        return {"results": out, "model": generator.name,
+        return {"results": out, "model": batcher.generator.name,
                 "seconds": round(time.perf_counter() - began, 3)}
 
     # ---------------------------------------------------------------- the OpenAI-compatible boundary
     @app.get("/v1/models", dependencies=[Depends(check_key)])
     def models():
-        return {"object": "list", "data": [{"id": generator.name, "object": "model", "created": 0,
-                                            "owned_by": "chatgentitle"}]}
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "chatgentitle"}
+                                           for name in batchers]}
+
+    @app.post("/v1/completions", dependencies=[Depends(check_key)])
+    async def completions(body: CompletionRequest):
+        """Each prompt continued by the model: its titles (n per prompt), choice index = prompt x n + k."""
+        batcher = batcher_for(body.model)
+        source, prompts = batcher.generator, body.prompts()
+        results = await answer(batcher, prompts, body.generation_options(), None, rendered=True)
+        choices = [{"index": i * body.n + k, "text": c.title, "finish_reason": "stop", "logprobs": None}
+                   for i, candidates in enumerate(results) for k, c in enumerate(candidates)]
+        usage = {"prompt_tokens": sum(source.count_tokens(p) for p in prompts),
+                 "completion_tokens": sum(source.count_tokens(c["text"]) + 1 for c in choices)}  # +1: EOS
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        reply = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                 "model": source.name}
+        if not body.stream:
+            return {**reply, "choices": choices, "usage": usage}
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        return StreamingResponse(_completion_chunks(reply, choices, usage if include_usage else None),
+                                 media_type="text/event-stream")
 
     @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
     async def chat_completions(body: ChatRequest):
         """The last user message is an abstract; each choice is a title (n: distinct candidates)."""
-        if body.model != generator.name:
-            raise HTTPException(status_code=404, detail=f"model {body.model!r} not found; "
-                                                        f"this server has {generator.name!r}")
+        batcher = batcher_for(body.model)
+        source = batcher.generator
         abstract = body.abstract()
-        results = await answer([abstract], body.generation_options(), None)
+        results = await answer(batcher, [abstract], body.generation_options(), None)
         candidates = results[0]
-        usage = {"prompt_tokens": generator.count_tokens(abstract, as_prompt=True),
-                 "completion_tokens": sum(generator.count_tokens(c.title) + 1 for c in candidates)}  # +1: EOS
+        usage = {"prompt_tokens": source.count_tokens(abstract, as_prompt=True),
+                 "completion_tokens": sum(source.count_tokens(c.title) + 1 for c in candidates)}  # +1: EOS
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        reply = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": generator.name}
+        reply = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": source.name}
         if not body.stream:
             choices = [{"index": i, "message": {"role": "assistant", "content": c.title}, "finish_reason": "stop"}
                        for i, c in enumerate(candidates)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from functools import partial
 from pathlib import Path
 
 import click
@@ -215,12 +216,18 @@ def _echo_wait(seconds: float) -> None:
 
 
 # ----------------------------------------------------------------------------- generate / serve
-def model_options(func):
-    """Options shared by every command that loads a TitleGenerator."""
+def model_options(func=None, *, many: bool = False):
+    """Options shared by every command that loads a TitleGenerator (`many`: --model repeatable, for serve)."""
+    if func is None:
+        return partial(model_options, many=many)
+    model_help = ("Run dir or PEFT adapter dir [default: the packaged adapter]; with --endpoint, the server's "
+                  "model name.")
+    if many:
+        model_help += (" Repeatable as NAME=RUN_DIR (RUN_DIR 'default': the packaged adapter): several adapters over "
+                       "one base model in memory, each a model id.")
     decorators = [
-        click.option("--model", "run_dir", type=click.Path(path_type=Path),
-                     help="Run dir or PEFT adapter dir [default: the packaged adapter]; with --endpoint, the "
-                          "server's model name."),
+        click.option("--model", "run_dir", multiple=many, type=str if many else click.Path(path_type=Path),
+                     help=model_help),
         click.option("--endpoint", help="Title through this OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1"
                                         " for vLLM) instead of a model in this process."),
         click.option("--endpoint-key", envvar="CHATGENTITLE_ENDPOINT_KEY",
@@ -409,8 +416,8 @@ def _samples(generator, options):
               help="Seconds a request may take, queueing included; then 503 + Retry-After, and its decoding stops.")
 @click.option("--db", type=click.Path(path_type=Path), help="Paper store for the uniqueness check.")
 @click.option("--no-ui", is_flag=True, help="Serve the JSON API only.")
-@model_options
-def serve(host, port, api_key, max_batch, max_queue, request_timeout, db, no_ui, **model):
+@model_options(many=True)
+def serve(host, port, api_key, max_batch, max_queue, request_timeout, db, no_ui, run_dir, **model):
     """Serve the JSON API (/v1/titles, /docs) and the web UI (/) from one process."""
     try:
         import uvicorn
@@ -418,16 +425,30 @@ def serve(host, port, api_key, max_batch, max_queue, request_timeout, db, no_ui,
         from chatgentitle.api import create_app
     except ImportError as err:
         raise UserError(f"serve needs the serve extra: pip install 'chatgentitle[serve]' ({err})") from None
-    generator = load_generator(**model)
+    if len(run_dir) > 1 or any("=" in value for value in run_dir):
+        if model["endpoint"]:
+            raise UserError("several --model NAME=RUN_DIR are served in process: drop --endpoint")
+        from chatgentitle.generate import TitleGenerator
+        from chatgentitle.modeling import ModelError
+
+        runs = dict(_named(value, Path(value).name) for value in run_dir)
+        try:
+            generators = TitleGenerator.load_many({name: None if path == "default" else path
+                                                   for name, path in runs.items()},
+                                                  device=model["device"], dtype=model["dtype"])
+        except (ModelError, ValueError) as err:
+            raise UserError(str(err)) from None
+    else:
+        generators = [load_generator(run_dir[0] if run_dir else None, **model)]
     ranker = make_ranker(db)
-    app = create_app(generator, ranker, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
+    app = create_app(generators, ranker, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
                      request_timeout=request_timeout)
     if not no_ui:
         import gradio as gr
 
         from chatgentitle.web import build_demo
 
-        app = gr.mount_gradio_app(app, build_demo(generator, ranker), path="/")
+        app = gr.mount_gradio_app(app, build_demo(generators[0], ranker), path="/")
     click.echo(f"serving on http://{host}:{port}  (API docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
@@ -439,13 +460,20 @@ def serve(host, port, api_key, max_batch, max_queue, request_timeout, db, no_ui,
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 def export(run_dir, out_dir, dtype):
     """Merge an adapter into its base model: a plain HF checkpoint (plus the adapter alone in adapter/)."""
-    from chatgentitle.modeling import ModelError, export_merged
+    from chatgentitle.modeling import ModelError, export_merged, resolve_base
+    from chatgentitle.run import RunDir
 
     try:
         export_merged(run_dir, out_dir, dtype)
-    except ModelError as err:
+        base = resolve_base(RunDir(run_dir).describe().base_model)  # an HF dir (built-in GGUF bases: converted)
+    except (ModelError, ValueError) as err:
         raise UserError(str(err)) from None
-    click.echo(f"merged model written to {out_dir}")
+    click.echo(f"merged model written to {out_dir} (the adapter alone and its prompt in {out_dir / 'adapter'})\n"
+               f"vLLM, merged:  python -m vllm.entrypoints.openai.api_server --model {out_dir}\n"
+               f"vLLM, LoRA:    python -m vllm.entrypoints.openai.api_server --model {base} --enable-lora "
+               f"--lora-modules {Path(run_dir).name}={out_dir / 'adapter'}\n"
+               f"then: chatgentitle generate --endpoint http://127.0.0.1:8000/v1 --model {Path(run_dir).name} "
+               f"--prompt-template {out_dir / 'adapter'} ...")
 
 
 # ----------------------------------------------------------------------------- eval

@@ -39,8 +39,10 @@ class TitleSource(Protocol):
     """The instruction of its prompt (what the web UI's Instruction box starts with)."""
 
     def generate(self, abstracts: list[str], options: GenerationOptions | None = None,
-                 instruction: str | None = None, should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
-        """Distinct candidate titles per abstract, best first."""
+                 instruction: str | None = None, should_stop: Callable[[], bool] | None = None,
+                 rendered: bool = False) -> list[list[str]]:
+        """Distinct candidate titles per abstract, best first; `rendered`: the texts are whole prompts
+        already (what OpenAI completions clients send), not abstracts."""
 
     def stream(self, abstract: str, options: GenerationOptions | None = None,
                instruction: str | None = None) -> Iterator[str]:
@@ -52,12 +54,12 @@ class TitleSource(Protocol):
 
 def titles(source: TitleSource, abstracts: list[str], options: GenerationOptions | None = None,
            ranker: Ranker | None = None, instruction: str | None = None,
-           should_stop: Callable[[], bool] | None = None) -> list[list[Candidate]]:
+           should_stop: Callable[[], bool] | None = None, rendered: bool = False) -> list[list[Candidate]]:
     """The one titling step of every front end: candidates from the source, ranked by `ranker` when
     there are several to choose from or known titles to check; the first of each list is the title."""
     out = []
-    for abstract, found in zip(abstracts, source.generate(abstracts, options, instruction, should_stop=should_stop),
-                               strict=True):
+    found_all = source.generate(abstracts, options, instruction, should_stop=should_stop, rendered=rendered)
+    for abstract, found in zip(abstracts, found_all, strict=True):
         if ranker and (len(found) > 1 or ranker.known is not None):
             out.append(ranker.rank(abstract, found))
         else:
@@ -79,6 +81,18 @@ def pick_titles(texts: list[str], num_candidates: int) -> list[str]:
     return titles[:num_candidates] or [""]
 
 
+def _ready(model, device: str, quantize: str | None):
+    """On its device, in eval mode, with the attention that lets beam search share prompts."""
+    if not quantize:
+        model = model.to(device)
+    model.eval()
+    if model.config._attn_implementation == "sdpa":  # sdpa, and shared prompts in beam search
+        from chatgentitle.beam import SHARED
+
+        model.set_attn_implementation(SHARED)
+    return model
+
+
 class _StopWhen:
     """A transformers stopping criterion that ends decoding for every row when asked to."""
 
@@ -95,12 +109,15 @@ class TitleGenerator:
     """Base model (+ LoRA adapter) + prompt template -> titles."""
 
     def __init__(self, model, tokenizer, template: PromptTemplate, max_prompt_tokens: int = 512,
-                 name: str = "model"):
+                 name: str = "model", adapter: str | None = None, lock: threading.Lock | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.template = template
         self.max_prompt_tokens = max_prompt_tokens
         self.name = name
+        self.adapter = adapter
+        """The PEFT adapter to activate before decoding, when several share one base model (load_many)."""
+        self.lock = lock or threading.Lock()  # shared by the generators of one model: one decodes at a time
         self.device = next(model.parameters()).device
 
     @property
@@ -159,23 +176,46 @@ class TitleGenerator:
             model = PeftModel.from_pretrained(model, adapter)
             if merge and not quantize:  # one matmul per layer instead of two: faster decoding
                 model = model.merge_and_unload()
-        if not quantize:
-            model = model.to(device)
-        model.eval()
-        if model.config._attn_implementation == "sdpa":  # sdpa, and shared prompts in beam search
-            from chatgentitle.beam import SHARED
-
-            model.set_attn_implementation(SHARED)
+        model = _ready(model, device, quantize)
         # the packaged default adapter answers as "chatgentitle" (its model id in the OpenAI API)
         name = Path(run_dir).name if run_dir else ("chatgentitle" if adapter else f"{base_model} (zero-shot)")
         return cls(model, tokenizer, template, max_prompt_tokens=max(64, cutoff), name=name)
 
+    @classmethod
+    def load_many(cls, runs: dict[str, str | Path | None], *, device: str = "auto",
+                  dtype: str = "auto") -> list[TitleGenerator]:
+        """Several adapters over one base model held once: a generator per adapter (by name; a run dir,
+        or None for the packaged adapter), which activates its adapter before it decodes."""
+        from peft import PeftModel
+
+        from chatgentitle.modeling import load_base, pick_device, resolve_dtype
+
+        dirs = {name: Path(path) if path else default_adapter_dir() for name, path in runs.items()}
+        infos = {name: RunDir(folder).describe() for name, folder in dirs.items()}
+        bases = sorted({info.base_model for info in infos.values()})
+        if len(bases) != 1:
+            raise ModelError(f"adapters served together need one base model, these have {', '.join(bases)}")
+        device = pick_device(device)
+        model, tokenizer = load_base(bases[0], dtype=resolve_dtype(dtype, device))
+        for name, folder in dirs.items():  # unmerged: each request picks its adapter
+            if isinstance(model, PeftModel):
+                model.load_adapter(folder, adapter_name=name)
+            else:
+                model = PeftModel.from_pretrained(model, folder, adapter_name=name)
+        model, lock = _ready(model, device, None), threading.Lock()
+        return [cls(model, tokenizer, infos[name].template, max(64, infos[name].cutoff_len), name=name,
+                    adapter=name, lock=lock) for name in dirs]
+
     # ------------------------------------------------------------------ generation
-    def _batch(self, abstracts: list[str], instruction: str | None, options: GenerationOptions):
+    def _batch(self, abstracts: list[str], instruction: str | None, options: GenerationOptions,
+               rendered: bool = False):
         import torch
 
         room = self.max_prompt_tokens  # the abstract is shortened so the prompt fits
-        prompts = [encode_prompt(self.template, self.tokenizer, a, instruction, room) for a in abstracts]
+        if rendered:  # whole prompts: keep their end, where the title starts
+            prompts = [self.tokenizer(text)["input_ids"][-room:] for text in abstracts]
+        else:
+            prompts = [encode_prompt(self.template, self.tokenizer, a, instruction, room) for a in abstracts]
         width = max(map(len, prompts))
         pad = self.tokenizer.pad_token_id
         # left padding: every prompt ends at the same column, where generation starts
@@ -193,16 +233,26 @@ class TitleGenerator:
         options: GenerationOptions | None = None,
         instruction: str | None = None,
         should_stop: Callable[[], bool] | None = None,
+        rendered: bool = False,
     ) -> list[list[str]]:
         """Distinct candidate titles for each abstract, best first: the model's order, except that titles
         which repeat a pair of words go last. `should_stop` is asked between decoding steps: when it
-        says yes, decoding ends there (the titles so far come back; the API uses it past a deadline)."""
-        import torch
-
+        says yes, decoding ends there (the titles so far come back; the API uses it past a deadline).
+        `rendered`: the texts are whole prompts (OpenAI completions), encoded as they are."""
         options = options or GenerationOptions()
         if not abstracts:
             return []
-        input_ids, attention_mask, kwargs = self._batch(abstracts, instruction, options)
+        with self.lock:
+            if self.adapter:
+                self.model.set_adapter(self.adapter)
+            texts = self._decode(abstracts, options, instruction, should_stop, rendered)
+        return [pick_titles(candidates, options.num_candidates) for candidates in texts]
+
+    def _decode(self, abstracts, options, instruction, should_stop, rendered=False) -> list[list[str]]:
+        """Decoded candidates per abstract, best first (before cleaning)."""
+        import torch
+
+        input_ids, attention_mask, kwargs = self._batch(abstracts, instruction, options, rendered)
         if options.beam_search and not options.no_repeat_ngram_size:  # one prefill per abstract
             from chatgentitle.beam import beam_search
 
@@ -221,7 +271,7 @@ class TitleGenerator:
             flat = self.tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
             per_abstract = len(flat) // len(abstracts)
             texts = [flat[i:i + per_abstract] for i in range(0, len(flat), per_abstract)]
-        return [pick_titles(candidates, options.num_candidates) for candidates in texts]
+        return texts
 
     def __call__(self, abstracts: list[str], options: GenerationOptions | None = None,
                  instruction: str | None = None) -> list[str]:
@@ -240,7 +290,9 @@ class TitleGenerator:
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
 
         def run():
-            with torch.inference_mode():
+            with self.lock, torch.inference_mode():
+                if self.adapter:
+                    self.model.set_adapter(self.adapter)
                 self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                     streamer=streamer, **kwargs)
 

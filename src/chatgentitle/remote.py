@@ -63,10 +63,12 @@ class RemoteTitles:
 
     # ------------------------------------------------------------------ TitleSource
     def generate(self, abstracts: list[str], options: GenerationOptions | None = None,
-                 instruction: str | None = None, should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
+                 instruction: str | None = None, should_stop: Callable[[], bool] | None = None,
+                 rendered: bool = False) -> list[list[str]]:
         options = options or GenerationOptions()
         with ThreadPoolExecutor(self.concurrency) as pool:  # results in input order
-            return list(pool.map(partial(self._titles, options=options, instruction=instruction), abstracts))
+            return list(pool.map(partial(self._titles, options=options, instruction=instruction, rendered=rendered),
+                                 abstracts))
 
     def stream(self, abstract: str, options: GenerationOptions | None = None,
                instruction: str | None = None) -> Iterator[str]:
@@ -76,17 +78,18 @@ class RemoteTitles:
         return len(text.split())  # the server's tokenizer is not ours; words are an honest proxy
 
     # ------------------------------------------------------------------ HTTP
-    def _titles(self, abstract: str, options: GenerationOptions, instruction: str | None) -> list[str]:
+    def _titles(self, abstract: str, options: GenerationOptions, instruction: str | None,
+                rendered: bool = False) -> list[str]:
         body = {"model": self.name, "max_tokens": options.max_new_tokens, "n": options.num_candidates,
                 "temperature": options.temperature if options.do_sample else 0.0}
         if options.do_sample:
             body["top_p"] = options.top_p
-        if self.chat:
+        if self.chat and not rendered:
             body["messages"] = [{"role": "system", "content": instruction or self.instruction},
                                 {"role": "user", "content": abstract}]
             texts = [c["message"]["content"] or "" for c in self._request("/chat/completions", body)["choices"]]
         else:  # self-hosted engines (vLLM, llama.cpp) take the repetition penalty; hosted chat APIs do not
-            body.update(prompt=self.template.render(abstract, instruction), stop=["\n"],
+            body.update(prompt=abstract if rendered else self.template.render(abstract, instruction), stop=["\n"],
                         repetition_penalty=options.repetition_penalty)
             texts = [c["text"] for c in self._request("/completions", body)["choices"]]
         seen, titles = set(), []
