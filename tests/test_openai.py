@@ -56,6 +56,8 @@ def test_streaming_ends_with_done_and_carries_usage(client, tiny_server):
 def test_wrong_key_unknown_model_and_bad_bodies(tiny_server, client):
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=tiny_server, api_key="wrong", max_retries=0).models.list()
+    for path in ("/models", "/completions", "/chat/completions"):  # no key at all
+        assert httpx.request("GET" if path == "/models" else "POST", tiny_server + path, json={}).status_code == 401
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": ABSTRACT}])
     for bad in ({"messages": []}, {"messages": [{"role": "user", "content": "  "}]},
