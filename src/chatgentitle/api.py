@@ -116,8 +116,7 @@ class OpenAIRequest(BaseModel):
     stream_options: dict | None = None
 
     def generation_options(self) -> GenerationOptions:
-        low, high = next(f for f in dataclasses.fields(GenerationOptions) if f.name == "max_new_tokens").metadata[
-            "range"]
+        low, high = GenerationOptions.__dataclass_fields__["max_new_tokens"].metadata["range"]
         wanted = self.max_completion_tokens or self.max_tokens or GenerationOptions.max_new_tokens
         options = {"num_candidates": self.n, "max_new_tokens": max(low, min(high, wanted))}
         if self.temperature:  # sampling, as a client asking for a temperature expects
@@ -187,7 +186,6 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.wait_seconds = wait_seconds  # how long to wait for company before a batch goes
         self.jobs: queue.Queue = queue.Queue(maxsize=max_queue)
-        self.stopped_early = 0  # generations stopped because every client of the batch had gone
         self.worker = threading.Thread(target=self._run, daemon=True, name="title-batcher")
         self.worker.start()
 
@@ -229,37 +227,44 @@ class MicroBatcher:
             for job in batch:
                 job.future.set_exception(err)
             return
-        if nobody_waits():
-            self.stopped_early += 1
         start = 0
         for job in batch:
             job.future.set_result(results[start:start + len(job.abstracts)])
             start += len(job.abstracts)
 
 
+def _event(payload: dict | str) -> str:
+    """One server-sent event."""
+    return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
 def _chat_chunks(reply: dict, candidates, usage: dict | None):
     """Server-sent events of a chat completion: the role, each title, the finish, usage, [DONE].
 
     Titles come whole (beam search settles them only at the end), one content delta per choice."""
-    def event(choices, **extra) -> str:
-        return f"data: {json.dumps({**reply, 'object': 'chat.completion.chunk', 'choices': choices, **extra})}\n\n"
-
+    chunk = {**reply, "object": "chat.completion.chunk"}
     for i, candidate in enumerate(candidates):
-        yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-        yield event([{"index": i, "delta": {"content": candidate.title}, "finish_reason": None}])
-        yield event([{"index": i, "delta": {}, "finish_reason": "stop"}])
+        yield _event({**chunk, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                            "finish_reason": None}]})
+        yield _event({**chunk, "choices": [{"index": i, "delta": {"content": candidate.title}, "finish_reason": None}]})
+        yield _event({**chunk, "choices": [{"index": i, "delta": {}, "finish_reason": "stop"}]})
     if usage:
-        yield event([], usage=usage)
-    yield "data: [DONE]\n\n"
+        yield _event({**chunk, "choices": [], "usage": usage})
+    yield _event("[DONE]")
 
 
 def _completion_chunks(reply: dict, choices: list[dict], usage: dict | None):
     """Server-sent events of a completion: each choice's text, then usage, then [DONE]."""
     for choice in choices:
-        yield f"data: {json.dumps({**reply, 'choices': [choice]})}\n\n"
+        yield _event({**reply, "choices": [choice]})
     if usage:
-        yield f"data: {json.dumps({**reply, 'choices': [], 'usage': usage})}\n\n"
-    yield "data: [DONE]\n\n"
+        yield _event({**reply, "choices": [], "usage": usage})
+    yield _event("[DONE]")
 
 
 def _nobody_waits(batch: list[Job]) -> bool:
@@ -347,9 +352,8 @@ def create_app(generator: TitleSource | list[TitleSource], ranker: Ranker | None
         results = await answer(batcher, prompts, body.generation_options(), None, rendered=True)
         choices = [{"index": i * body.n + k, "text": c.title, "finish_reason": "stop", "logprobs": None}
                    for i, candidates in enumerate(results) for k, c in enumerate(candidates)]
-        usage = {"prompt_tokens": sum(source.count_tokens(p) for p in prompts),
-                 "completion_tokens": sum(source.count_tokens(c["text"]) + 1 for c in choices)}  # +1: EOS
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        usage = _usage(sum(source.count_tokens(p) for p in prompts),
+                       sum(source.count_tokens(c["text"]) + 1 for c in choices))  # +1: EOS
         reply = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                  "model": source.name}
         if not body.stream:
@@ -366,9 +370,8 @@ def create_app(generator: TitleSource | list[TitleSource], ranker: Ranker | None
         abstract = body.abstract()
         results = await answer(batcher, [abstract], body.generation_options(), None)
         candidates = results[0]
-        usage = {"prompt_tokens": source.count_tokens(abstract, as_prompt=True),
-                 "completion_tokens": sum(source.count_tokens(c.title) + 1 for c in candidates)}  # +1: EOS
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        usage = _usage(source.count_tokens(abstract, as_prompt=True),
+                       sum(source.count_tokens(c.title) + 1 for c in candidates))  # +1: EOS
         reply = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": source.name}
         if not body.stream:
             choices = [{"index": i, "message": {"role": "assistant", "content": c.title}, "finish_reason": "stop"}

@@ -15,7 +15,6 @@ import click
 
 from chatgentitle.config import GenerationOptions, TrainConfig
 from chatgentitle.prepare import PrepareConfig
-from chatgentitle.remote import RemoteError  # light: httpx
 from chatgentitle.report import BASELINES  # light: no torch, no metrics libraries at import
 
 
@@ -340,6 +339,8 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
     """Write a title for ABSTRACT (or - for stdin), or for every abstract in --input."""
     import json
 
+    from chatgentitle.remote import RemoteError
+
     model = (run_dir, base_model, prompt_template, device, dtype, quantize, no_merge, endpoint, endpoint_key, chat,
              concurrency)
     if samples:
@@ -506,9 +507,8 @@ def evaluate(data_path, models, endpoint_models, baselines, prediction_files, ou
              base_model, device,
              dtype, **decoding):
     """Score models, baselines and other systems' titles against the real titles."""
-    from functools import partial
-
     from chatgentitle import report
+    from chatgentitle.remote import RemoteError
 
     if not data_path.is_file():
         raise UserError(f"test data not found: {data_path}")

@@ -22,7 +22,8 @@ import httpx
 from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from chatgentitle.config import GenerationOptions
-from chatgentitle.prompt import PromptTemplate, clean_title
+from chatgentitle.generate import pick_titles
+from chatgentitle.prompt import PromptTemplate
 
 API_KEY_ENV = "CHATGENTITLE_ENDPOINT_KEY"  # or OPENAI_API_KEY
 
@@ -92,12 +93,7 @@ class RemoteTitles:
             body.update(prompt=abstract if rendered else self.template.render(abstract, instruction), stop=["\n"],
                         repetition_penalty=options.repetition_penalty)
             texts = [c["text"] for c in self._request("/completions", body)["choices"]]
-        seen, titles = set(), []
-        for title in map(clean_title, texts):
-            if title and title.lower() not in seen:
-                seen.add(title.lower())
-                titles.append(title)
-        return titles or [""]
+        return pick_titles(texts, options.num_candidates)
 
     def _request(self, path: str, body: dict) -> dict:
         try:
