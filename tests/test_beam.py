@@ -25,12 +25,13 @@ def left_padded(tokenizer, prompts):
             torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids]))
 
 
-def reference(model, tokenizer, input_ids, attention_mask, beams, max_new_tokens, penalty):
+def reference(model, tokenizer, input_ids, attention_mask, beams, max_new_tokens, penalty, length_penalty=1.0):
     """transformers' beam search, every beam, new tokens up to the first EOS."""
     with torch.inference_mode():
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, num_beams=beams,
                              num_return_sequences=beams, max_new_tokens=max_new_tokens, do_sample=False,
-                             repetition_penalty=penalty, eos_token_id=tokenizer.eos_token_id,
+                             repetition_penalty=penalty, length_penalty=length_penalty,
+                             eos_token_id=tokenizer.eos_token_id,
                              pad_token_id=tokenizer.pad_token_id)
     rows = []
     for seq in out[:, input_ids.shape[1]:].tolist():
@@ -69,6 +70,17 @@ def test_same_sequences_as_transformers(model_and_tokenizer, attention, batch, b
         model.set_attn_implementation("sdpa")
 
 
+@pytest.mark.parametrize("length_penalty", [0.0, 0.6, 1.5])
+def test_length_penalty_as_transformers(model_and_tokenizer, length_penalty):
+    model, tokenizer = model_and_tokenizer
+    ids, mask = left_padded(tokenizer, PROMPTS)
+    ours = beam_search(model, ids, mask, num_beams=4, max_new_tokens=20, eos_token_id=tokenizer.eos_token_id,
+                       repetition_penalty=1.0, length_penalty=length_penalty)
+    theirs = reference(model, tokenizer, ids, mask, 4, 20, 1.0, length_penalty)
+    pad = tokenizer.pad_token_id
+    assert strip_fill(ours, pad) == strip_fill(theirs, pad)
+
+
 def test_penalty_with_padding_counts_real_tokens_only(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     ids, mask = left_padded(tokenizer, PROMPTS)
@@ -87,3 +99,11 @@ def test_stop_request_ends_the_search(model_and_tokenizer):
     stopped = beam_search(model, ids, mask, num_beams=4, max_new_tokens=30, eos_token_id=tokenizer.eos_token_id,
                           should_stop=lambda: True)
     assert all(len(seq) <= 1 for item in stopped for seq in item) and all(item for item in stopped)
+
+
+def test_length_penalty_changes_the_choice(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    ids, mask = left_padded(tokenizer, PROMPTS)
+    runs = [beam_search(model, ids, mask, num_beams=4, max_new_tokens=20, eos_token_id=tokenizer.eos_token_id,
+                        length_penalty=lp) for lp in (0.0, 2.0)]
+    assert runs[0] != runs[1]  # the option reaches the scores

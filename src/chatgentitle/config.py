@@ -55,6 +55,9 @@ class GenerationOptions:
     """Sample among the k most likely tokens (0: all; with do_sample)."""
     repetition_penalty: float = _bounded(1.1, 0.5, 2.0)
     """>1 discourages repeated tokens (titles that say the same thing twice)."""
+    length_penalty: float = _bounded(1.0, 0.0, 2.0)
+    """Beam search: a finished title's score is its log-probability / length**length_penalty; below 1
+    favours shorter titles, above 1 longer ones."""
     no_repeat_ngram_size: int = _bounded(0, 0, 8)
     """Never repeat a sequence of this many tokens within a title (0: off)."""
     num_candidates: int = _bounded(1, 1, 8)
@@ -79,6 +82,8 @@ class GenerationOptions:
                   "do_sample": self.do_sample, "num_beams": self.num_beams}
         if self.no_repeat_ngram_size:
             kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
+        if self.beam_search:
+            kwargs["length_penalty"] = self.length_penalty
         if self.do_sample:  # plain sampling: the (default) beam width does not apply
             kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, num_beams=1)
         else:  # without sampling, several candidates come from the beams

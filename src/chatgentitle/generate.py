@@ -258,7 +258,8 @@ class TitleGenerator:
 
             beams = beam_search(self.model, input_ids, attention_mask, num_beams=kwargs["num_beams"],
                                 max_new_tokens=options.max_new_tokens, eos_token_id=self.tokenizer.eos_token_id,
-                                repetition_penalty=options.repetition_penalty, should_stop=should_stop)
+                                repetition_penalty=options.repetition_penalty,
+                                length_penalty=options.length_penalty, should_stop=should_stop)
             texts = [[self.tokenizer.decode(seq, skip_special_tokens=True) for seq in seqs] for seqs in beams]
         else:  # greedy, sampling, no_repeat_ngram_size: transformers' generate
             if should_stop:

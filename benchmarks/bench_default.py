@@ -1,0 +1,68 @@
+"""Generation speed of default models side by side: titles/s in batches and one title at a time.
+
+Run as: python benchmarks/bench_default.py --model before=/tmp/stage2 --model now=default \
+            [--data data/recent/val.jsonl] [--papers 200] [--latency-papers 32]
+
+Each model is a run dir ("default": the packaged adapter) decoded with its own options
+(NAME=RUN_DIR[,num_beams=4,length_penalty=1.0]; GenerationOptions' defaults otherwise), on the
+same real papers, in this one process, one model after the other: the ratios are what to read,
+not the absolute rates (2-core CPU, nothing else running). ROUGE-L says what the speed buys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_generate import latencies, rouge_l, timed_batches  # noqa: E402
+from common import table  # noqa: E402
+
+
+def parse_model(text: str):
+    """NAME=RUN_DIR[,option=value...] -> (name, run_dir or None, GenerationOptions)."""
+    from chatgentitle.config import GenerationOptions
+
+    name, _, rest = text.partition("=")
+    run_dir, *pairs = rest.split(",")
+    types = GenerationOptions.__annotations__
+    overrides = {k: {"int": int, "float": float}[types[k]](v) for k, v in (p.split("=") for p in pairs)}
+    return name, None if run_dir == "default" else run_dir, GenerationOptions(**overrides)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", action="append", required=True, help="NAME=RUN_DIR[,option=value...]")
+    parser.add_argument("--data", default="data/recent/val.jsonl", help="JSONL with title and abstract")
+    parser.add_argument("--papers", type=int, default=200)
+    parser.add_argument("--latency-papers", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+
+    from chatgentitle.generate import TitleGenerator
+
+    rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()[: args.papers]]
+    abstracts, references = [r["abstract"] for r in rows], [r["title"] for r in rows]
+    results = []
+    for name, run_dir, options in map(parse_model, args.model):
+        generator = TitleGenerator.load(run_dir)
+        def decode(batch, generator=generator, options=options):
+            return generator(batch, options=options)
+        decode(abstracts[:2])  # warm-up
+        titles, rate = timed_batches(decode, abstracts, args.batch_size)
+        p50, p95 = latencies(decode, abstracts[: args.latency_papers])
+        words = sum(len(t.split()) for t in titles) / len(titles)
+        results.append([name, f"{options.num_beams} beams, length penalty {options.length_penalty}",
+                        generator.max_prompt_tokens, rate, f"{p50:.2f}", f"{p95:.2f}",
+                        f"{rouge_l(titles, references):.1f}", f"{words:.1f}"])
+        del generator
+    print(table(["model", "decoding", "prompt tokens ≤", f"titles/s (batch {args.batch_size})",
+                 "p50 s (one title)", "p95 s", "ROUGE-L", "words"], results))
+    print(f"\n{len(abstracts)} papers from {args.data}; latency over the first {args.latency_papers}, one per call.")
+
+
+if __name__ == "__main__":
+    main()
