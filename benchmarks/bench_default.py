@@ -1,6 +1,6 @@
 """Generation speed of default models side by side: titles/s in batches and one title at a time.
 
-Run as: python benchmarks/bench_default.py --model before=/tmp/stage2 --model now=default \
+Run as: python benchmarks/bench_default.py --model before=runs/stage2 --model now=default \
             [--data data/recent/val.jsonl] [--papers 200] [--latency-papers 32]
 
 Each model is a run dir ("default": the packaged adapter) decoded with its own options
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,8 +50,7 @@ def main() -> None:
     results = []
     for name, run_dir, options in map(parse_model, args.model):
         generator = TitleGenerator.load(run_dir)
-        def decode(batch, generator=generator, options=options):
-            return generator(batch, options=options)
+        decode = partial(generator.__call__, options=options)
         decode(abstracts[:2])  # warm-up
         titles, rate = timed_batches(decode, abstracts, args.batch_size)
         p50, p95 = latencies(decode, abstracts[: args.latency_papers])
