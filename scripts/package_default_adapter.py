@@ -3,12 +3,14 @@
 Run as: python scripts/package_default_adapter.py runs/smollm2-compact-r16
 
 Writes src/chatgentitle/default_adapter/{adapter_config.json, adapter_model.safetensors,
-prompt.json, config.yaml}; the model card (README.md there) is written by hand.
+prompt.json, config.yaml}, and ensemble/NAME/ likewise for each member of an ensemble run; the
+model card (README.md there) is written by hand.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,16 +25,23 @@ HUB_ID = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}  # where the ba
 
 def main(run_dir: Path) -> None:
     run = RunDir(run_dir)
-    run.copy_adapter(TARGET)
-    weights = load_file(TARGET / ADAPTER_WEIGHTS)
-    save_file({k: v.to(torch.bfloat16) for k, v in weights.items()}, TARGET / ADAPTER_WEIGHTS)
+    shutil.rmtree(TARGET / "ensemble", ignore_errors=True)
+    for source, dest in [(run, TARGET), *((m, TARGET / "ensemble" / m.name) for m in run.members())]:
+        copy_bf16(source, dest)
+        size = (dest / ADAPTER_WEIGHTS).stat().st_size / 1e6
+        print(f"packaged {source.path} -> {dest} ({size:.1f} MB of weights)")
+
+
+def copy_bf16(run: RunDir, dest: Path) -> None:
+    """The run's adapter files into dest, weights in bf16, the base named by its upstream id."""
+    run.copy_adapter(dest)
+    weights = load_file(dest / ADAPTER_WEIGHTS)
+    save_file({k: v.to(torch.bfloat16) for k, v in weights.items()}, dest / ADAPTER_WEIGHTS)
     base = run.describe().base_model
-    config = json.loads((TARGET / ADAPTER_CONFIG).read_text())
+    config = json.loads((dest / ADAPTER_CONFIG).read_text())
     # the run recorded a path in this machine's cache; record the upstream model instead
     config["base_model_name_or_path"] = HUB_ID.get(base, base)
-    (TARGET / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    size = (TARGET / ADAPTER_WEIGHTS).stat().st_size / 1e6
-    print(f"packaged {run_dir} -> {TARGET} ({size:.1f} MB of weights)")
+    (dest / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from chatgentitle.beam import SHARED, beam_search
+from chatgentitle.beam import SHARED, beam_search, sample
 
 PROMPTS = ["we propose a novel method", "graph neural networks for quantum field theory spectra of the data",
            "attention"]
@@ -107,3 +107,47 @@ def test_length_penalty_changes_the_choice(model_and_tokenizer):
     runs = [beam_search(model, ids, mask, num_beams=4, max_new_tokens=20, eos_token_id=tokenizer.eos_token_id,
                         length_penalty=lp) for lp in (0.0, 2.0)]
     assert runs[0] != runs[1]  # the option reaches the scores
+
+
+@pytest.mark.parametrize("attention", ["sdpa", SHARED])
+def test_samples_of_an_abstract_do_not_depend_on_the_batch(model_and_tokenizer, attention):
+    model, tokenizer = model_and_tokenizer
+    model.set_attn_implementation(attention)
+    try:
+        ids, mask = left_padded(tokenizer, PROMPTS)
+        # the tiny model's next-token distribution is nearly flat: sample from all of it (epsilon 0)
+        batched = sample(model, ids, mask, num_samples=5, max_new_tokens=12, eos_token_id=tokenizer.eos_token_id,
+                         epsilon=0.0)
+        for i, prompt in enumerate(PROMPTS):  # seeded per abstract: alone, the same five titles
+            one_ids, one_mask = left_padded(tokenizer, [prompt])
+            alone = sample(model, one_ids, one_mask, num_samples=5, max_new_tokens=12,
+                           eos_token_id=tokenizer.eos_token_id, epsilon=0.0)
+            assert batched[i] == alone[0]
+        assert len(batched) == 3 and all(len(item) == 5 for item in batched)
+        assert any(len(set(map(tuple, item))) > 1 for item in batched)  # samples, not five copies of one
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
+def test_shared_prompt_samples_equal_plain_cache_samples(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    ids, mask = left_padded(tokenizer, PROMPTS)
+    runs = []
+    for attention in ("sdpa", SHARED):
+        model.set_attn_implementation(attention)
+        runs.append(sample(model, ids, mask, num_samples=4, max_new_tokens=15, eos_token_id=tokenizer.eos_token_id,
+                           seed=3, epsilon=0.0))
+    model.set_attn_implementation("sdpa")
+    assert runs[0] == runs[1]
+
+
+def test_epsilon_sampling_never_draws_an_unlikely_token(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    ids, mask = left_padded(tokenizer, PROMPTS[:1])
+    with torch.inference_mode():
+        probs = model(input_ids=ids, attention_mask=mask).logits[0, -1].softmax(-1)
+    epsilon = float(probs.sort(descending=True).values[3])  # the fourth most likely token's probability
+    drawn = sample(model, ids, mask, num_samples=64, max_new_tokens=1, eos_token_id=tokenizer.eos_token_id,
+                   epsilon=epsilon)[0]
+    firsts = {seq[0] if seq else tokenizer.eos_token_id for seq in drawn}
+    assert all(probs[t] >= epsilon for t in firsts) and len(firsts) > 1

@@ -196,3 +196,77 @@ def test_packaged_default_adapter_is_complete():
     assert (folder / "adapter_model.safetensors").stat().st_size < 20e6
     with safe_open(folder / "adapter_model.safetensors", "pt") as weights:
         assert any("lora_A" in key for key in weights.keys())
+
+
+def test_consensus_picks_the_title_the_others_agree_with():
+    from chatgentitle.generate import consensus_titles
+
+    drawn = ["Graph networks for molecules", "Graph neural networks for molecules", "Title: Cats.",
+             "Graph neural networks for molecules.", "Neural graph networks for molecules",
+             "Graph neural networks for molecules",
+             "molecules molecules molecules molecules"]
+    assert consensus_titles(drawn, 1) == ["Graph neural networks for molecules"]  # drawn most, close to the rest
+    assert consensus_titles(drawn, 8)[-1] == "molecules molecules molecules molecules"  # repeats go last
+    assert consensus_titles(["", "Title:"], 2) == [""]
+
+
+def test_consensus_options_are_checked():
+    with pytest.raises(ValueError, match="consensus"):
+        GenerationOptions(consensus=4, do_sample=True)
+    with pytest.raises(ValueError, match="consensus must be between"):
+        GenerationOptions(consensus=65)
+
+
+@pytest.fixture(scope="module")
+def ensemble_dir(run_dir, tmp_path_factory):
+    """The tiny run with a second member whose LoRA update is tripled (so it titles differently)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path_factory.mktemp("ensemble") / "ens"
+    shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    member = folder / "ensemble" / "tripled"
+    shutil.copytree(run_dir, member, ignore=shutil.ignore_patterns("checkpoint-*"))
+    weights = load_file(member / "adapter_model.safetensors")
+    save_file({k: 3 * v if "lora_B" in k else v for k, v in weights.items()}, member / "adapter_model.safetensors")
+    return folder
+
+
+def test_ensemble_members_join_the_consensus(ensemble_dir, generator):
+    main = generator
+    generator = TitleGenerator.load(ensemble_dir, dtype="fp32")
+    assert len(generator.members) == 1
+    options = GenerationOptions(max_new_tokens=6, num_beams=2, consensus=3, repetition_penalty=1.0)
+    input_ids, attention_mask, _ = generator._batch([ABSTRACT, "quantum field theory"], None, options)
+    pools = generator._pool(input_ids, attention_mask, options, None)
+    assert [len(pool) for pool in pools] == [2 * (2 + 3)] * 2  # each model's 2 beams and 3 samples
+    alone = TitleGenerator.load(ensemble_dir / "ensemble" / "tripled", dtype="fp32")
+    assert pools[0][5:7] == [generator.tokenizer.decode(s, skip_special_tokens=True)
+                             for s in _beams(alone, options)]  # the member's beams, as it decodes alone
+    titles = generator.generate([ABSTRACT], options)[0]
+    assert titles == generator.generate([ABSTRACT], options)[0]  # seeded: the same title every time
+    # without consensus an ensemble run titles as its own adapter alone
+    plain = GenerationOptions(max_new_tokens=6)
+    assert generator([ABSTRACT], plain) == main([ABSTRACT], plain)
+
+
+def _beams(generator, options):
+    from chatgentitle.beam import beam_search
+
+    input_ids, attention_mask, _ = generator._batch([ABSTRACT, "quantum field theory"], None, options)
+    return beam_search(generator.model, input_ids, attention_mask, num_beams=2, max_new_tokens=6,
+                       eos_token_id=generator.tokenizer.eos_token_id)[0]
+
+
+def test_ensemble_member_needs_the_same_base(ensemble_dir, tmp_path):
+    import shutil
+
+    from chatgentitle.modeling import ModelError
+
+    folder = tmp_path / "ens"
+    shutil.copytree(ensemble_dir, folder)
+    config = folder / "ensemble" / "tripled" / "config.yaml"
+    config.write_text(config.read_text().replace("base_model:", "base_model: other-base\nold_base:"))
+    with pytest.raises(ModelError, match="base model"):
+        TitleGenerator.load(folder, dtype="fp32")

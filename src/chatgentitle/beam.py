@@ -1,4 +1,5 @@
-"""Beam search with one prefill per abstract: the prompt is encoded once and its KV cache shared by the beams.
+"""Beam search and sampling with one prefill per abstract: the prompt is encoded once and its KV cache
+shared by the beams (or samples).
 
 transformers' `generate(num_beams=K)` copies every prompt K times before encoding it, so K-1 of
 every K prompt tokens are computed for nothing (the prompt is ~250 tokens, the title ~20). This
@@ -14,6 +15,7 @@ EOS, in the shorter prompts of a batch, so its titles there depend on their neig
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 
 import torch
@@ -53,10 +55,12 @@ class SharedPrefixCache(DynamicCache):
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.prompt[0][0].shape[2] + self.length
 
-    def advance(self, rows: torch.Tensor, abstracts: torch.Tensor | None) -> None:
-        """After a step: keep the title rows `rows` (beam order), and the prompts of `abstracts`."""
+    def advance(self, rows: torch.Tensor | None, abstracts: torch.Tensor | None) -> None:
+        """After a step: keep the title rows `rows` (beam order; None: all, as they are), and the prompts
+        of `abstracts`."""
         self.length += 1
-        self.title = [(keys.index_select(0, rows), values.index_select(0, rows)) for keys, values in self.title]
+        if rows is not None:
+            self.title = [(keys.index_select(0, rows), values.index_select(0, rows)) for keys, values in self.title]
         if abstracts is not None:
             self._keep(abstracts)
 
@@ -101,15 +105,9 @@ AttentionInterface.register(SHARED, shared_prefix_attention)
 ALL_MASK_ATTENTION_FUNCTIONS.register(SHARED, sdpa_mask)
 
 
-@torch.inference_mode()
-def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, num_beams: int,
-                max_new_tokens: int, eos_token_id: int, repetition_penalty: float = 1.0,
-                length_penalty: float = 1.0, should_stop: Callable[[], bool] | None = None) -> list[list[list[int]]]:
-    """The num_beams best continuations of each left-padded prompt, best first, EOS removed."""
-    from transformers import DynamicCache
-
-    k, batch, device = num_beams, input_ids.shape[0], input_ids.device
-    prompt_lengths = attention_mask.sum(-1)
+def _prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int):
+    """Encode the prompts once: (last logits, cache, the forward's name for the cache, whether the
+    rows of an abstract can share its prompt)."""
     window = getattr(model.config, "sliding_window", None)
     shared = model.config._attn_implementation == SHARED and (
         not window or input_ids.shape[1] + max_new_tokens <= window)
@@ -118,6 +116,26 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
     cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     logits = model(input_ids=input_ids, attention_mask=attention_mask, **{cache_arg: cache}, use_cache=True,
                    position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=1).logits[:, -1]
+    return logits, cache, cache_arg, shared
+
+
+def _step_mask(attention_mask: torch.Tensor, alive: torch.Tensor, rows: int, per: int, step: int, shared: bool):
+    """The attention mask of one decoding step for `rows` rows, `per` per abstract still decoding."""
+    length = attention_mask.shape[1] + step + 1
+    if shared:  # a 4D mask is passed through untouched; the attention reads the cache's own masks
+        return torch.ones(rows, 1, 1, length, dtype=torch.bool, device=attention_mask.device)
+    return torch.cat([attention_mask[alive].repeat_interleave(per, dim=0),
+                      torch.ones(rows, step + 1, dtype=attention_mask.dtype, device=attention_mask.device)], dim=1)
+
+
+@torch.inference_mode()
+def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, num_beams: int,
+                max_new_tokens: int, eos_token_id: int, repetition_penalty: float = 1.0,
+                length_penalty: float = 1.0, should_stop: Callable[[], bool] | None = None) -> list[list[list[int]]]:
+    """The num_beams best continuations of each left-padded prompt, best first, EOS removed."""
+    k, batch, device = num_beams, input_ids.shape[0], input_ids.device
+    prompt_lengths = attention_mask.sum(-1)
+    logits, cache, cache_arg, shared = _prefill(model, input_ids, attention_mask, max_new_tokens)
     # tokens already in each row (prompt without padding, then the title so far), for the repetition penalty
     seen = torch.zeros(batch, logits.shape[-1], dtype=torch.bool, device=device)
     seen.scatter_(1, torch.where(attention_mask.bool(), input_ids, input_ids[:, -1:]), True)
@@ -179,12 +197,7 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
             cache.reorder_cache(rows)  # the whole cache: the first step turns one row into k
         seen = seen[rows]
         seen.scatter_(1, token[going].reshape(-1, 1), True)
-        length = attention_mask.shape[1] + step + 1
-        if shared:  # a 4D mask is passed through untouched; the attention reads the cache's own masks
-            mask = torch.ones(len(rows), 1, 1, length, dtype=torch.bool, device=device)
-        else:
-            mask = torch.cat([attention_mask[alive].repeat_interleave(k, dim=0),
-                              torch.ones(len(rows), step + 1, dtype=attention_mask.dtype, device=device)], dim=1)
+        mask = _step_mask(attention_mask, alive, len(rows), k, step, shared)
         positions = (prompt_lengths[alive].repeat_interleave(k) + step)[:, None]
         logits = model(input_ids=token[going].reshape(-1, 1), attention_mask=mask, **{cache_arg: cache},
                        position_ids=positions, use_cache=True,
@@ -196,3 +209,49 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
         ranked = sorted(zip(scores, tokens, lengths, strict=True), key=lambda s: -s[0])
         results.append([[t for t in seq[:n] if t != eos_token_id] for score, seq, n in ranked if score > NEG])
     return results
+
+
+@torch.inference_mode()
+def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, num_samples: int, max_new_tokens: int,
+           eos_token_id: int, temperature: float = 1.0, epsilon: float = 0.02, seed: int = 0,
+           should_stop: Callable[[], bool] | None = None) -> list[list[list[int]]]:
+    """num_samples continuations of each left-padded prompt, EOS removed, by epsilon sampling: tokens
+    below probability `epsilon` are never drawn (the most likely one always may be), the evidence that
+    minimum Bayes risk decoding works best with (Freitag et al., 2023). The prompt is encoded once per
+    abstract and shared by its samples, as in beam_search. Each abstract draws from its own generator
+    seeded with `seed`, so its samples do not depend on the other abstracts of the batch."""
+    n, batch, device = num_samples, input_ids.shape[0], input_ids.device
+    rows = batch * n
+    logits, cache, cache_arg, shared = _prefill(model, input_ids, attention_mask, max_new_tokens)
+    logits = logits.repeat_interleave(n, dim=0)
+    generators = [torch.Generator(device).manual_seed(seed) for _ in range(batch)]
+    positions = attention_mask.sum(-1).repeat_interleave(n)[:, None]
+    tokens = torch.full((rows, max_new_tokens), eos_token_id, dtype=torch.long, device=device)
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    everyone = torch.arange(batch, device=device)
+    # at most 1/epsilon tokens reach epsilon: drawing among that many is drawing among all (and far cheaper)
+    width = min(logits.shape[-1], math.ceil(1 / epsilon) if epsilon > 0 else logits.shape[-1])
+    for step in range(max_new_tokens):
+        probs, candidates = torch.log_softmax(logits.float() / temperature, dim=-1).topk(width, dim=-1)
+        probs = probs.exp()
+        probs[:, 1:] = probs[:, 1:].masked_fill(probs[:, 1:] < epsilon, 0.0)  # the most likely always may be
+        drawn = torch.cat([torch.multinomial(p, 1, generator=g)
+                           for p, g in zip(probs.view(batch, n, -1), generators, strict=True)])
+        token = candidates.gather(1, drawn).squeeze(-1)
+        token = token.masked_fill(done, eos_token_id)
+        tokens[:, step] = token
+        done |= token == eos_token_id
+        if bool(done.all()) or step + 1 == max_new_tokens or bool(should_stop and should_stop()):
+            break
+        if shared and step == 0:  # one prompt per abstract; the samples never change rows
+            cache = SharedPrefixCache(cache, attention_mask, n, max_new_tokens)
+        elif shared:
+            cache.advance(None, None)
+        elif step == 0:
+            cache.batch_repeat_interleave(n)
+        mask = _step_mask(attention_mask, everyone, rows, n, step, shared)
+        logits = model(input_ids=token[:, None], attention_mask=mask, **{cache_arg: cache},
+                       position_ids=positions + step, use_cache=True,
+                       **({"shared_prefix": cache} if shared else {})).logits[:, -1]
+    drawn = [[t for t in row if t != eos_token_id] for row in tokens.tolist()]
+    return [drawn[i:i + n] for i in range(0, rows, n)]

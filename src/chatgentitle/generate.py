@@ -81,6 +81,30 @@ def pick_titles(texts: list[str], num_candidates: int) -> list[str]:
     return titles[:num_candidates] or [""]
 
 
+def consensus_titles(texts: list[str], num_candidates: int) -> list[str]:
+    """Distinct cleaned titles ordered by consensus, at most num_candidates: each title's mean ROUGE-L
+    against every candidate (repeats count as often as they were drawn, itself included), i.e. minimum
+    Bayes risk with the metric titles are judged by. Titles that repeat a pair of words still go last."""
+    from collections import Counter
+
+    from rouge_score import rouge_scorer
+    from rouge_score.rouge_scorer import _score_lcs
+
+    drawn = Counter()
+    for text in texts:
+        if title := clean_title(text):
+            drawn[title] += 1
+    if not drawn:
+        return [""]
+    tokenize = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)._tokenizer.tokenize
+    tokens = {title: tokenize(title) for title in drawn}
+
+    def agreement(title):
+        return sum(count * _score_lcs(tokens[title], tokens[other]).fmeasure for other, count in drawn.items())
+
+    return pick_titles(sorted(drawn, key=agreement, reverse=True), num_candidates)
+
+
 def _ready(model, device: str, quantize: str | None):
     """On its device, in eval mode, with the attention that lets beam search share prompts."""
     if not quantize:
@@ -91,6 +115,23 @@ def _ready(model, device: str, quantize: str | None):
 
         model.set_attn_implementation(SHARED)
     return model
+
+
+def _load_members(adapter: Path, base_model: str, dtype, device: str, quantize: str | None = None,
+                  merge: bool = True) -> list:
+    """The ensemble members of a run dir, each merged into its own copy of the base model."""
+    from peft import PeftModel
+
+    from chatgentitle.modeling import load_base
+
+    members = []
+    for member in RunDir(adapter).members():
+        if member.describe().base_model != base_model:
+            raise ModelError(f"{member.path}: an ensemble member needs the run's base model, {base_model}")
+        model, _ = load_base(base_model, dtype=dtype, quantize=quantize)
+        model = PeftModel.from_pretrained(model, member.path)
+        members.append(_ready(model.merge_and_unload() if merge and not quantize else model, device, quantize))
+    return members
 
 
 class _StopWhen:
@@ -109,8 +150,12 @@ class TitleGenerator:
     """Base model (+ LoRA adapter) + prompt template -> titles."""
 
     def __init__(self, model, tokenizer, template: PromptTemplate, max_prompt_tokens: int = 512,
-                 name: str = "model", adapter: str | None = None, lock: threading.Lock | None = None):
+                 name: str = "model", adapter: str | None = None, lock: threading.Lock | None = None,
+                 members: list | tuple = ()):
         self.model = model
+        self.members = list(members)
+        """More models over the same tokenizer and prompt (an ensemble run's): their beams and samples
+        join the consensus when options.consensus > 0."""
         self.tokenizer = tokenizer
         self.template = template
         self.max_prompt_tokens = max_prompt_tokens
@@ -172,14 +217,16 @@ class TitleGenerator:
         if template.chat and not getattr(tokenizer, "chat_template", None):  # say so now, not mid-batch
             raise ModelError(f"{base_model} has no chat template for the {template.name!r} prompt: "
                              "give --prompt-template compact or alpaca")
+        members = []
         if adapter:
             model = PeftModel.from_pretrained(model, adapter)
             if merge and not quantize:  # one matmul per layer instead of two: faster decoding
                 model = model.merge_and_unload()
+            members = _load_members(adapter, base_model, torch_dtype, device, quantize, merge)
         model = _ready(model, device, quantize)
         # the packaged default adapter answers as "chatgentitle" (its model id in the OpenAI API)
         name = Path(run_dir).name if run_dir else ("chatgentitle" if adapter else f"{base_model} (zero-shot)")
-        return cls(model, tokenizer, template, max_prompt_tokens=max(64, cutoff), name=name)
+        return cls(model, tokenizer, template, max_prompt_tokens=max(64, cutoff), name=name, members=members)
 
     @classmethod
     def load_many(cls, runs: dict[str, str | Path | None], *, device: str = "auto",
@@ -196,7 +243,8 @@ class TitleGenerator:
         if len(bases) != 1:
             raise ModelError(f"adapters served together need one base model, these have {', '.join(bases)}")
         device = pick_device(device)
-        model, tokenizer = load_base(bases[0], dtype=resolve_dtype(dtype, device))
+        dtype = resolve_dtype(dtype, device)
+        model, tokenizer = load_base(bases[0], dtype=dtype)
         for name, folder in dirs.items():  # unmerged: each request picks its adapter
             if isinstance(model, PeftModel):
                 model.load_adapter(folder, adapter_name=name)
@@ -204,7 +252,8 @@ class TitleGenerator:
                 model = PeftModel.from_pretrained(model, folder, adapter_name=name)
         model, lock = _ready(model, device, None), threading.Lock()
         return [cls(model, tokenizer, infos[name].template, max(64, infos[name].cutoff_len), name=name,
-                    adapter=name, lock=lock) for name in dirs]
+                    adapter=name, lock=lock, members=_load_members(dirs[name], bases[0], dtype, device))
+                for name in dirs]
 
     # ------------------------------------------------------------------ generation
     def _batch(self, abstracts: list[str], instruction: str | None, options: GenerationOptions,
@@ -246,13 +295,16 @@ class TitleGenerator:
             if self.adapter:
                 self.model.set_adapter(self.adapter)
             texts = self._decode(abstracts, options, instruction, should_stop, rendered)
-        return [pick_titles(candidates, options.num_candidates) for candidates in texts]
+        choose = consensus_titles if options.consensus else pick_titles
+        return [choose(candidates, options.num_candidates) for candidates in texts]
 
     def _decode(self, abstracts, options, instruction, should_stop, rendered=False) -> list[list[str]]:
         """Decoded candidates per abstract, best first (before cleaning)."""
         import torch
 
         input_ids, attention_mask, kwargs = self._batch(abstracts, instruction, options, rendered)
+        if options.consensus:
+            return self._pool(input_ids, attention_mask, options, should_stop)
         if options.beam_search and not options.no_repeat_ngram_size:  # one prefill per abstract
             from chatgentitle.beam import beam_search
 
@@ -273,6 +325,23 @@ class TitleGenerator:
             per_abstract = len(flat) // len(abstracts)
             texts = [flat[i:i + per_abstract] for i in range(0, len(flat), per_abstract)]
         return texts
+
+    def _pool(self, input_ids, attention_mask, options, should_stop) -> list[list[str]]:
+        """Every model's beams and samples per abstract: what consensus_titles chooses from."""
+        from chatgentitle.beam import beam_search, sample
+
+        pools = [[] for _ in range(input_ids.shape[0])]
+        eos = self.tokenizer.eos_token_id
+        for model in (self.model, *self.members):
+            beams = beam_search(model, input_ids, attention_mask, num_beams=options.num_beams,
+                                max_new_tokens=options.max_new_tokens, eos_token_id=eos,
+                                repetition_penalty=options.repetition_penalty,
+                                length_penalty=options.length_penalty, should_stop=should_stop)
+            drawn = sample(model, input_ids, attention_mask, num_samples=options.consensus,
+                           max_new_tokens=options.max_new_tokens, eos_token_id=eos, should_stop=should_stop)
+            for pool, found, more in zip(pools, beams, drawn, strict=True):
+                pool.extend(self.tokenizer.decode(seq, skip_special_tokens=True) for seq in found + more)
+        return pools
 
     def __call__(self, abstracts: list[str], options: GenerationOptions | None = None,
                  instruction: str | None = None) -> list[str]:

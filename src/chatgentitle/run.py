@@ -7,6 +7,8 @@
       metrics.jsonl     loss, eval loss, lr, real tokens/s per log step; a summary last
       loss.png          the losses
       checkpoint-N/     resumable Trainer checkpoints
+      ensemble/NAME/    optional: more adapter dirs over the same base and prompt, whose beams and
+                        samples join the consensus (GenerationOptions.consensus) of this one's
 
 A bare PEFT adapter dir (adapter files only) also works: the base comes from adapter_config.json.
 Train, generate, export and scripts/package_default_adapter.py go through `RunDir`.
@@ -83,6 +85,12 @@ class RunDir:
         has_prompt = (self.path / PROMPT_FILE).is_file()
         template = PromptTemplate.load(self.path if has_prompt else config.get("prompt_template", "alpaca"))
         return RunInfo(base, template, int(config.get("cutoff_len", 512)))
+
+    def members(self) -> list[RunDir]:
+        """The other adapters of an ensemble run (ensemble/NAME/), by name; [] for a single adapter."""
+        folder = self.path / "ensemble"
+        found = sorted(p for p in folder.iterdir() if (p / ADAPTER_CONFIG).is_file()) if folder.is_dir() else []
+        return [RunDir(p) for p in found]
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics.is_file():
