@@ -4,7 +4,7 @@ Run as: python benchmarks/bench_default.py --model before=runs/stage2 --model no
             [--data data/recent/val.jsonl] [--papers 200] [--latency-papers 32]
 
 Each model is a run dir ("default": the packaged adapter) decoded with its own options
-(NAME=RUN_DIR[,num_beams=4,length_penalty=1.0]; GenerationOptions' defaults otherwise), on the
+(NAME=RUN_DIR[,num_beams=4,consensus=0]; GenerationOptions' defaults otherwise), on the
 same real papers, in this one process, one model after the other: the ratios are what to read,
 not the absolute rates (2-core CPU, nothing else running). ROUGE-L says what the speed buys.
 """
@@ -55,7 +55,9 @@ def main() -> None:
         titles, rate = timed_batches(decode, abstracts, args.batch_size)
         p50, p95 = latencies(decode, abstracts[: args.latency_papers])
         words = sum(len(t.split()) for t in titles) / len(titles)
-        results.append([name, f"{options.num_beams} beams, length penalty {options.length_penalty}",
+        members = f" × {1 + len(generator.members)} models" if generator.members and options.by_consensus else ""
+        chosen = f", consensus with {options.consensus} samples{members}" if options.by_consensus else ""
+        results.append([name, f"{options.num_beams} beams{chosen}, length penalty {options.length_penalty}",
                         generator.max_prompt_tokens, rate, f"{p50:.2f}", f"{p95:.2f}",
                         f"{rouge_l(titles, references):.1f}", f"{words:.1f}"])
         del generator

@@ -27,9 +27,9 @@ def test_batch_equals_one_by_one(generator):
     assert batched == [generator([a], options)[0] for a in abstracts]
 
 
-@pytest.mark.parametrize("num_beams", [1, 4])
-def test_should_stop_ends_decoding_between_steps(generator, num_beams):
-    options = GenerationOptions(max_new_tokens=30, num_beams=num_beams, repetition_penalty=1.0)
+@pytest.mark.parametrize(("num_beams", "consensus"), [(1, 0), (4, 0), (4, 8)])
+def test_should_stop_ends_decoding_between_steps(generator, num_beams, consensus):
+    options = GenerationOptions(max_new_tokens=30, num_beams=num_beams, repetition_penalty=1.0, consensus=consensus)
     asked = []
 
     def stop_after_two_steps():
@@ -37,7 +37,8 @@ def test_should_stop_ends_decoding_between_steps(generator, num_beams):
         return len(asked) >= 2
 
     stopped = generator.generate([ABSTRACT], options, should_stop=stop_after_two_steps)[0][0]
-    assert len(asked) == 2 and len(stopped.split()) <= 2
+    assert len(stopped.split()) <= 2
+    assert len(asked) == (3 if consensus else 2)  # with consensus the sampling asks once more, and stops
     assert generator.generate([ABSTRACT], options, should_stop=lambda: False) == generator.generate([ABSTRACT], options)
 
 
@@ -196,6 +197,10 @@ def test_packaged_default_adapter_is_complete():
     assert (folder / "adapter_model.safetensors").stat().st_size < 20e6
     with safe_open(folder / "adapter_model.safetensors", "pt") as weights:
         assert any("lora_A" in key for key in weights.keys())
+    # an ensemble: the long run's adapter joins the consensus (docs/search.md, session 6)
+    members = RunDir(folder).members()
+    assert [m.name for m in members] == ["long-run"]
+    assert members[0].describe() == info
 
 
 def test_consensus_picks_the_title_the_others_agree_with():
@@ -211,8 +216,9 @@ def test_consensus_picks_the_title_the_others_agree_with():
 
 
 def test_consensus_options_are_checked():
-    with pytest.raises(ValueError, match="consensus"):
-        GenerationOptions(consensus=4, do_sample=True)
+    assert GenerationOptions(consensus=4).by_consensus
+    assert not GenerationOptions(consensus=4, do_sample=True).by_consensus  # sampling decodes as it says
+    assert not GenerationOptions(consensus=0).by_consensus
     with pytest.raises(ValueError, match="consensus must be between"):
         GenerationOptions(consensus=65)
 

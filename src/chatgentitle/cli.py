@@ -413,7 +413,7 @@ def _samples(generator, options):
 @click.option("--api-key", envvar="CHATGENTITLE_API_KEY", help="Require 'Authorization: Bearer KEY' on the API.")
 @click.option("--max-batch", type=int, default=8, show_default=True, help="Abstracts per micro-batch.")
 @click.option("--max-queue", type=int, default=256, show_default=True, help="Queued requests before 503.")
-@click.option("--request-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+@click.option("--request-timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
               help="Seconds a request may take, queueing included; then 503 + Retry-After, and its decoding stops.")
 @click.option("--db", type=click.Path(path_type=Path), help="Paper store for the uniqueness check.")
 @click.option("--no-ui", is_flag=True, help="Serve the JSON API only.")

@@ -155,7 +155,7 @@ class TitleGenerator:
         self.model = model
         self.members = list(members)
         """More models over the same tokenizer and prompt (an ensemble run's): their beams and samples
-        join the consensus when options.consensus > 0."""
+        join the consensus when options.by_consensus."""
         self.tokenizer = tokenizer
         self.template = template
         self.max_prompt_tokens = max_prompt_tokens
@@ -295,7 +295,7 @@ class TitleGenerator:
             if self.adapter:
                 self.model.set_adapter(self.adapter)
             texts = self._decode(abstracts, options, instruction, should_stop, rendered)
-        choose = consensus_titles if options.consensus else pick_titles
+        choose = consensus_titles if options.by_consensus else pick_titles
         return [choose(candidates, options.num_candidates) for candidates in texts]
 
     def _decode(self, abstracts, options, instruction, should_stop, rendered=False) -> list[list[str]]:
@@ -303,7 +303,7 @@ class TitleGenerator:
         import torch
 
         input_ids, attention_mask, kwargs = self._batch(abstracts, instruction, options, rendered)
-        if options.consensus:
+        if options.by_consensus:
             return self._pool(input_ids, attention_mask, options, should_stop)
         if options.beam_search and not options.no_repeat_ngram_size:  # one prefill per abstract
             from chatgentitle.beam import beam_search
