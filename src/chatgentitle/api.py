@@ -37,7 +37,7 @@ from chatgentitle.ranking import Ranker
 MAX_ABSTRACT_CHARS = 20_000
 MAX_ABSTRACTS = 32
 MAX_BODY_BYTES = 1_000_000
-REQUEST_TIMEOUT_SECONDS = 120.0  # the default decoding (consensus of 2 models) titles 8 abstracts in ~25 s on 2 CPU cores
+REQUEST_TIMEOUT_SECONDS = 120.0  # the default decoding titles a batch of 8 in ~25 s on 2 CPU cores
 RETRY_AFTER_SECONDS = 5
 
 

@@ -60,9 +60,10 @@ class GenerationOptions:
     favours shorter titles, above 1 longer ones."""
     consensus: int = _bounded(32, 0, 64)
     """Choose the title by consensus: draw this many samples per model besides the beams and return the
-    candidate that agrees most (mean ROUGE-L) with all of them (minimum Bayes risk); 0: the most likely
-    beam, ~9x faster. 32 with the packaged ensemble: +2.5 ROUGE-L on validation (docs/search.md). Costs about one beam search per 4 samples; with an ensemble run every member takes part. Not
-    used with do_sample or no_repeat_ngram_size (those decode as they say)."""
+    candidate that agrees most (mean ROUGE-L) with all of them (minimum Bayes risk); with an ensemble run
+    every member takes part. 0: the most likely beam, several times faster (docs/benchmarks.md); 32 with
+    the packaged ensemble: +2.5 ROUGE-L on validation (docs/search.md). Not used with do_sample or
+    no_repeat_ngram_size (those decode as they say)."""
     no_repeat_ngram_size: int = _bounded(0, 0, 8)
     """Never repeat a sequence of this many tokens within a title (0: off)."""
     num_candidates: int = _bounded(1, 1, 8)
