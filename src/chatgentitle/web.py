@@ -45,7 +45,7 @@ def build_demo(generator: TitleSource, ranker: Ranker | None = None) -> gr.Block
             raise gr.Error("Paste an abstract into the Input box.")
         options = GenerationOptions(**{f.name: OPTION_TYPES[f.name](v) for f, v in zip(OPTION_FIELDS, values,
                                                                                         strict=True)})
-        if not options.beam_search:  # greedy and sampling stream
+        if not options.beam_search and not options.by_consensus:  # greedy and sampling stream
             for title in generator.stream(abstract, replace(options, num_candidates=1), instruction):
                 yield title, []
         candidates = titles(generator, [abstract], options, ranker, instruction)[0]
