@@ -253,5 +253,5 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, num_
         logits = model(input_ids=token[:, None], attention_mask=mask, **{cache_arg: cache},
                        position_ids=positions + step, use_cache=True,
                        **({"shared_prefix": cache} if shared else {})).logits[:, -1]
-    drawn = [[t for t in row if t != eos_token_id] for row in tokens.tolist()]
-    return [drawn[i:i + n] for i in range(0, rows, n)]
+    samples = [[t for t in row if t != eos_token_id] for row in tokens.tolist()]
+    return [samples[i:i + n] for i in range(0, rows, n)]

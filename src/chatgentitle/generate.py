@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
@@ -81,14 +82,21 @@ def pick_titles(texts: list[str], num_candidates: int) -> list[str]:
     return titles[:num_candidates] or [""]
 
 
+@cache
+def _rouge_tokenizer():
+    """rouge-score's stemming tokenizer, as `eval` scores ROUGE-L (built once: the stemmer is not free)."""
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)._tokenizer.tokenize
+
+
 def consensus_titles(texts: list[str], num_candidates: int) -> list[str]:
     """Distinct cleaned titles ordered by consensus, at most num_candidates: each title's mean ROUGE-L
     against every candidate (repeats count as often as they were drawn, itself included), i.e. minimum
     Bayes risk with the metric titles are judged by. Titles that repeat a pair of words still go last."""
     from collections import Counter
 
-    from rouge_score import rouge_scorer
-    from rouge_score.rouge_scorer import _score_lcs
+    from rouge_score.rouge_scorer import _score_lcs  # on pre-tokenized titles: each is tokenized once
 
     drawn = Counter()
     for text in texts:
@@ -96,7 +104,7 @@ def consensus_titles(texts: list[str], num_candidates: int) -> list[str]:
             drawn[title] += 1
     if not drawn:
         return [""]
-    tokenize = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)._tokenizer.tokenize
+    tokenize = _rouge_tokenizer()
     tokens = {title: tokenize(title) for title in drawn}
 
     def agreement(title):
@@ -306,12 +314,7 @@ class TitleGenerator:
         if options.by_consensus:
             return self._pool(input_ids, attention_mask, options, should_stop)
         if options.beam_search and not options.no_repeat_ngram_size:  # one prefill per abstract
-            from chatgentitle.beam import beam_search
-
-            beams = beam_search(self.model, input_ids, attention_mask, num_beams=kwargs["num_beams"],
-                                max_new_tokens=options.max_new_tokens, eos_token_id=self.tokenizer.eos_token_id,
-                                repetition_penalty=options.repetition_penalty,
-                                length_penalty=options.length_penalty, should_stop=should_stop)
+            beams = self._beams(self.model, input_ids, attention_mask, kwargs["num_beams"], options, should_stop)
             texts = [[self.tokenizer.decode(seq, skip_special_tokens=True) for seq in seqs] for seqs in beams]
         else:  # greedy, sampling, no_repeat_ngram_size: transformers' generate
             if should_stop:
@@ -328,20 +331,26 @@ class TitleGenerator:
 
     def _pool(self, input_ids, attention_mask, options, should_stop) -> list[list[str]]:
         """Every model's beams and samples per abstract: what consensus_titles chooses from."""
-        from chatgentitle.beam import beam_search, sample
+        from chatgentitle.beam import sample
 
         pools = [[] for _ in range(input_ids.shape[0])]
-        eos = self.tokenizer.eos_token_id
         for model in (self.model, *self.members):
-            beams = beam_search(model, input_ids, attention_mask, num_beams=options.num_beams,
-                                max_new_tokens=options.max_new_tokens, eos_token_id=eos,
-                                repetition_penalty=options.repetition_penalty,
-                                length_penalty=options.length_penalty, should_stop=should_stop)
+            beams = self._beams(model, input_ids, attention_mask, options.num_beams, options, should_stop)
             drawn = sample(model, input_ids, attention_mask, num_samples=options.consensus,
-                           max_new_tokens=options.max_new_tokens, eos_token_id=eos, should_stop=should_stop)
+                           max_new_tokens=options.max_new_tokens, eos_token_id=self.tokenizer.eos_token_id,
+                           should_stop=should_stop)
             for pool, found, more in zip(pools, beams, drawn, strict=True):
                 pool.extend(self.tokenizer.decode(seq, skip_special_tokens=True) for seq in found + more)
         return pools
+
+    def _beams(self, model, input_ids, attention_mask, num_beams: int, options, should_stop) -> list[list[list[int]]]:
+        """The shared-prefill beam search with these options' penalties and limits."""
+        from chatgentitle.beam import beam_search
+
+        return beam_search(model, input_ids, attention_mask, num_beams=num_beams,
+                           max_new_tokens=options.max_new_tokens, eos_token_id=self.tokenizer.eos_token_id,
+                           repetition_penalty=options.repetition_penalty,
+                           length_penalty=options.length_penalty, should_stop=should_stop)
 
     def __call__(self, abstracts: list[str], options: GenerationOptions | None = None,
                  instruction: str | None = None) -> list[str]:
