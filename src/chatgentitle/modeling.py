@@ -147,8 +147,10 @@ def load_tokenizer(base: str):
     return tokenizer
 
 
-def load_base(base_model: str | Path, *, dtype=None, quantize: str | None = None, device_map=None):
-    """(model, tokenizer) for a base model; quantize is None, '8bit' or '4bit' (CUDA only)."""
+def load_base(base_model: str | Path, *, dtype=None, quantize: str | None = None, device_map=None,
+              attention: str | None = None):
+    """(model, tokenizer) for a base model; quantize is None, '8bit' or '4bit' (CUDA only);
+    attention names transformers' attn_implementation (None: its default, sdpa)."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging
 
@@ -156,6 +158,8 @@ def load_base(base_model: str | Path, *, dtype=None, quantize: str | None = None
 
     base = resolve_base(base_model)
     kwargs = {"dtype": dtype} if dtype is not None else {}
+    if attention:
+        kwargs["attn_implementation"] = attention
     if quantize:
         kwargs["quantization_config"] = _quantization_config(quantize, dtype)
         kwargs["device_map"] = device_map or {"": int(os.environ.get("LOCAL_RANK", 0))}

@@ -203,12 +203,16 @@ def load_adapter_weights(model, adapter_dir: str | Path) -> None:
 
 
 # --------------------------------------------------------------------------- the steps of train()
-def build_model(cfg: TrainConfig, dtype):
+def build_model(cfg: TrainConfig, dtype, device: str):
     """(PEFT model, tokenizer): the base with fresh (or warm-started) LoRA adapters."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    # Left-padded rows give fully masked query rows; on CUDA the memory-efficient SDPA backward
+    # turned such batches into NaN gradients (H200, session 4; pytorch#178251), eager does not.
+    attention = cfg.attention if cfg.attention != "auto" else ("eager" if device.startswith("cuda") else "sdpa")
     # Weights stay fp32 (LoRA needs fp32 master weights); bf16/fp16 is autocast by Trainer.
-    model, tokenizer = load_base(cfg.base_model, quantize=cfg.quantize, dtype=dtype if cfg.quantize else None)
+    model, tokenizer = load_base(cfg.base_model, quantize=cfg.quantize, dtype=dtype if cfg.quantize else None,
+                                 attention=attention)
     if cfg.quantize:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     elif cfg.gradient_checkpointing:
@@ -318,7 +322,7 @@ def train(cfg: TrainConfig) -> Path:
     train_examples, val_examples = select_examples(cfg)  # bad data fails before the model loads
     device = pick_device()
     dtype = resolve_dtype(cfg.dtype, device)
-    model, tokenizer = build_model(cfg, dtype)
+    model, tokenizer = build_model(cfg, dtype, device)
     train_set = encode_all(train_examples, template, tokenizer, cfg)
     val_set = encode_all(val_examples, template, tokenizer, cfg) if val_examples else None
     logger = MetricsLogger(run)
