@@ -2,7 +2,7 @@
 
 Run as:
     python benchmarks/consensus_search.py dump RUN_DIR OUT.jsonl [--data data/recent/val200.jsonl]
-    python benchmarks/consensus_search.py grid OUT_A.jsonl [OUT_B.jsonl ...]
+    python benchmarks/consensus_search.py grid OUT_A.jsonl [OUT_B.jsonl ...] [--beams 4 --samples 16,32]
 
 `dump` writes, per paper, a run's 8 beams and 32 epsilon samples (the decoding of GenerationOptions.
 consensus, one prefill per abstract); `grid` scores, against the real titles, the title that
@@ -51,7 +51,7 @@ def dump(run_dir: str, data: str, out: str) -> None:
             print(f"{i + len(batch)} papers", flush=True)
 
 
-def grid(files: list[str]) -> None:
+def grid(files: list[str], beams: list[int], samples: list[int], min_models: int = 1) -> None:
     from rouge_score import rouge_scorer
 
     from chatgentitle.generate import consensus_titles, pick_titles
@@ -70,13 +70,13 @@ def grid(files: list[str]) -> None:
         return consensus_titles([t for m in members for t in ps[m]["beams"][:k] + ps[m]["samples"][:n]], 1)[0]
 
     rows = []
-    for size in range(1, len(files) + 1):
+    for size in range(min_models, len(files) + 1):
         for members in combinations(range(len(files)), size):
             name = " + ".join(Path(files[m]).stem for m in members)
             if size == 1:
                 rows.append([name, "most likely of 8 beams", "-", rouge_l(partial(best_beam, members=members))])
-            for k in (4, 8):
-                for n in (0, 8, 16, 32):
+            for k in beams:
+                for n in samples:
                     choose = partial(consensus, members=members, k=k, n=n)
                     rows.append([name, f"consensus of {k} beams", n, rouge_l(choose)])
     print(table(["models", "candidates", "samples per model", "ROUGE-L"], rows))
@@ -91,11 +91,15 @@ def main() -> None:
     d.add_argument("--data", default="data/recent/val200.jsonl")
     g = sub.add_parser("grid")
     g.add_argument("files", nargs="+")
+    g.add_argument("--beams", default="4,8", help="beams per model in the pool, comma-separated choices")
+    g.add_argument("--samples", default="0,8,16,32", help="samples per model in the pool, choices")
+    g.add_argument("--min-models", type=int, default=1, help="score only ensembles of at least this many runs")
     args = parser.parse_args()
     if args.command == "dump":
         dump(args.run_dir, args.data, args.out)
     else:
-        grid(args.files)
+        grid(args.files, [int(k) for k in args.beams.split(",")], [int(n) for n in args.samples.split(",")],
+             args.min_models)
 
 
 if __name__ == "__main__":

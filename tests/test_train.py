@@ -154,6 +154,32 @@ def test_title_only_logits_give_the_standard_loss(tiny_model_dir, tmp_path):
     assert ours.item() == pytest.approx(reference, rel=1e-5)
 
 
+def test_eager_attention_gives_the_same_loss_and_gradients(tiny_model_dir, tmp_path):
+    """--attention eager (auto's choice on CUDA) changes only what the padded query rows attend to,
+    which no loss sees: same loss, same finite gradients as sdpa on a left-padded batch."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+
+    from chatgentitle.prompt import PromptTemplate, encode_example
+    from chatgentitle.train import TitleCollator, TitleTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    template = PromptTemplate.load("compact")
+    examples = [encode_example(template, tokenizer, a, t, 64) for a, t in (
+        ("we propose a novel method for learning graph neural networks on large sparse data", "robust attention"),
+        ("quantum field theory", "spectra of the deep efficient transformer models"))]
+    results = {}
+    for attention in ("sdpa", "eager"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attention)
+        trainer = TitleTrainer(model=model, args=TrainingArguments(str(tmp_path), report_to="none", use_cpu=True))
+        loss = trainer.compute_loss(model, TitleCollator(tokenizer.pad_token_id)(examples))
+        loss.backward()
+        results[attention] = loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()])
+    (sdpa_loss, sdpa_grads), (eager_loss, eager_grads) = results["sdpa"], results["eager"]
+    assert eager_loss == pytest.approx(sdpa_loss, rel=1e-5)
+    assert torch.isfinite(eager_grads).all() and torch.allclose(eager_grads, sdpa_grads, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_torchrun_data_parallel(tiny_model_dir, train_file, tmp_path):
     """The same command under torchrun: 2 CPU processes (gloo), one adapter, collective eval."""
