@@ -61,8 +61,8 @@ class GenerationOptions:
     consensus: int = _bounded(32, 0, 64)
     """Choose the title by consensus: draw this many samples per model besides the beams and return the
     candidate that agrees most (mean ROUGE-L) with all of them (minimum Bayes risk); with an ensemble run
-    every member takes part. 0: the most likely beam, several times faster (docs/benchmarks.md); 32 with
-    the packaged ensemble: +2.5 ROUGE-L on validation (docs/search.md). Not used with do_sample or
+    every member takes part. 0: the most likely beam, ~10× faster (docs/benchmarks.md); 32 with the
+    packaged ensemble: +1.4 ROUGE-L on validation (docs/search.md). Not used with do_sample or
     no_repeat_ngram_size (those decode as they say)."""
     no_repeat_ngram_size: int = _bounded(0, 0, 8)
     """Never repeat a sequence of this many tokens within a title (0: off)."""
