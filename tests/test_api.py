@@ -125,6 +125,19 @@ def test_a_request_past_its_deadline_gets_503_and_its_generation_stops():
     assert client.post("/v1/titles", json={"abstract": ABSTRACT}).status_code == 200  # next request served
 
 
+def test_a_generation_stopped_at_its_deadline_is_not_an_answer():
+    """The worker can see the deadline pass a moment before the request's timer does: the titles of
+    the stopped generation must not go out as a 200."""
+    from chatgentitle.api import Job, MicroBatcher
+    from chatgentitle.config import GenerationOptions
+
+    batcher = MicroBatcher(FakeGenerator(delay_seconds=5.0))
+    job = Job([ABSTRACT], GenerationOptions(), None, deadline=time.monotonic() + 0.2)
+    batcher._answer([job])  # stops at the deadline, as the worker would
+    with pytest.raises(TimeoutError):
+        job.future.result(timeout=1)
+
+
 def test_queued_requests_past_their_deadline_never_reach_the_model():
     slow = FakeGenerator(delay_seconds=0.6)
     client = TestClient(create_app(slow, max_batch=1, request_timeout=0.3))

@@ -229,7 +229,10 @@ class MicroBatcher:
             return
         start = 0
         for job in batch:
-            job.future.set_result(results[start:start + len(job.abstracts)])
+            if job.wanted():
+                job.future.set_result(results[start:start + len(job.abstracts)])
+            else:  # past its deadline, the generation was stopped: what it has is not an answer (503)
+                job.future.set_exception(TimeoutError(f"deadline passed for {len(job.abstracts)} abstract(s)"))
             start += len(job.abstracts)
 
 
