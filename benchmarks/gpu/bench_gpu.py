@@ -82,7 +82,8 @@ abstracts = json.loads(sys.stdin.read())
 gen = TitleGenerator.load({run_dir!r}, quantize={quantize!r})
 options = GenerationOptions({options})
 gen(abstracts[:16], options)  # warm-up
-torch.cuda.synchronize() if torch.cuda.is_available() else None
+if torch.cuda.is_available():
+    torch.cuda.synchronize()
 began = time.perf_counter()
 titles = []
 for i in range(0, len(abstracts), 16):
@@ -178,8 +179,7 @@ def main() -> None:
         "--eval-steps", str(max(steps // 4, 1)), "--save-steps", str(max(steps // 4, 1))],
         out, max(60.0, left() - 60)))
     long_dir = Path(long_run["run_dir"])
-    long_run["brought_back"] = bring_back(long_dir, out)
-    record({"name": "brought back", "status": long_run["brought_back"]})
+    record({"name": "brought back", "status": bring_back(long_dir, out)})  # the run dir or a checkpoint
 
     # 3. titling on CUDA with the new adapter: 4 beams and the default consensus decoding
     abstracts = [r["abstract"] for r in val_rows[:64]]
