@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from chatgentitle.config import GenerationOptions
 from chatgentitle.generate import TitleSource, titles
-from chatgentitle.ranking import Ranker
+from chatgentitle.ranking import Candidate, Ranker
 
 
 class InputError(ValueError):
@@ -106,3 +108,33 @@ def generate_file(
     if bar:
         bar.close()
     return len(todo), len(skip)
+
+
+def describe(candidates: list[Candidate], as_json: bool = False) -> str:
+    """Candidates as `generate` prints them: one per line (score and warnings when ranked), or JSON."""
+    if as_json:
+        return json.dumps([c.to_dict() for c in candidates], indent=2, ensure_ascii=False)
+    lines = []
+    for candidate in candidates:
+        note = f"  [score {candidate.score:.3f}]" if len(candidates) > 1 else ""
+        if candidate.known_match:
+            note += f"  warning: matches a known paper title ({candidate.known_match!r})"
+        lines.append(candidate.title + note)
+    return "\n".join(lines)
+
+
+def samples_report(source: TitleSource, options: GenerationOptions) -> str:
+    """Titles for the packaged sample abstracts beside the real titles (`generate --samples`)."""
+    from importlib import resources
+
+    rows = [json.loads(line) for line in
+            (resources.files("chatgentitle") / "samples" / "abstracts.jsonl").read_text().splitlines()]
+    began = time.perf_counter()
+    found = titles(source, [r["abstract"] for r in rows], replace(options, num_candidates=1))
+    seconds = time.perf_counter() - began
+    lines = [f"model: {source.name}\n"]
+    for row, candidates in zip(rows, found, strict=True):
+        lines += [f"arXiv:{row['id']} ({row['categories'].split()[0]})",
+                  textwrap.fill(row["abstract"][:240] + "…", 100, initial_indent="  ", subsequent_indent="  "),
+                  f"  generated: {candidates[0].title}\n  real:      {row['title']}\n"]
+    return "\n".join([*lines, f"{len(rows)} titles in {seconds:.1f} s"])

@@ -7,6 +7,7 @@ saved next to the outputs (`config.yaml` in every run dir).
 from __future__ import annotations
 
 import ast
+import enum
 import inspect
 import textwrap
 from dataclasses import asdict, dataclass, field, fields
@@ -33,6 +34,21 @@ def field_docs(cls) -> dict[str, str]:
 def _bounded(default, low, high):
     """A field whose value must lie in [low, high]: the bound every front end enforces and shows."""
     return field(default=default, metadata={"range": (low, high)})
+
+
+class DecodingMode(enum.Enum):
+    """How a GenerationOptions value is decoded (transformers' GenerationConfig.get_generation_mode())."""
+
+    GREEDY = "greedy"
+    SAMPLE = "sample"
+    BEAM_SEARCH = "beam_search"  # the shared-prefill search (decoding.beam_search)
+    CONSTRAINED_BEAM_SEARCH = "constrained_beam_search"  # with no_repeat_ngram_size: transformers' search
+    CONSENSUS = "consensus"  # beams + samples of every model, the candidate that agrees most
+
+    @property
+    def uses_members(self) -> bool:
+        """Whether an ensemble run's other members take part (and so must be in memory)."""
+        return self is DecodingMode.CONSENSUS
 
 
 @dataclass
@@ -77,28 +93,41 @@ class GenerationOptions:
                     raise ValueError(f"{f.name} must be between {low} and {high}")
 
     @property
-    def by_consensus(self) -> bool:
-        """Whether the title is chosen by consensus among beams and samples (see `consensus`)."""
-        return bool(self.consensus) and not self.do_sample and not self.no_repeat_ngram_size
+    def mode(self) -> DecodingMode:
+        """The one place that turns these options into a way of decoding; every front end asks it."""
+        if self.do_sample:
+            return DecodingMode.SAMPLE
+        if self.no_repeat_ngram_size:
+            return DecodingMode.CONSTRAINED_BEAM_SEARCH if self.beams > 1 else DecodingMode.GREEDY
+        if self.consensus:
+            return DecodingMode.CONSENSUS
+        return DecodingMode.BEAM_SEARCH if self.beams > 1 else DecodingMode.GREEDY
 
     @property
-    def beam_search(self) -> bool:
-        """Whether decoding uses beams; sampling ignores num_beams (only greedy and sampling stream)."""
-        return not self.do_sample and self.num_beams > 1
+    def streams(self) -> bool:
+        """Whether the title can be shown as it grows: one candidate, decoded token by token."""
+        return self.mode in (DecodingMode.GREEDY, DecodingMode.SAMPLE) and self.num_candidates == 1
+
+    @property
+    def beams(self) -> int:
+        """Beam width without sampling: several candidates come from the beams (twice as many are asked
+        for, as near-duplicates are dropped after cleaning)."""
+        return max(self.num_beams, 2 * self.num_candidates if self.num_candidates > 1 else 1)
 
     def generate_kwargs(self) -> dict:
+        """transformers' generate() arguments (greedy, sampling, beams with no_repeat_ngram_size)."""
         # Ask for twice the candidates: near-duplicates are dropped after cleaning.
         wanted = 2 * self.num_candidates if self.num_candidates > 1 else 1
         kwargs = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty,
                   "do_sample": self.do_sample, "num_beams": self.num_beams}
         if self.no_repeat_ngram_size:
             kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
-        if self.beam_search:
+        if not self.do_sample and self.num_beams > 1:
             kwargs["length_penalty"] = self.length_penalty
         if self.do_sample:  # plain sampling: the (default) beam width does not apply
             kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, num_beams=1)
-        else:  # without sampling, several candidates come from the beams
-            kwargs["num_beams"] = max(self.num_beams, wanted)
+        else:
+            kwargs["num_beams"] = self.beams
         beams = kwargs["num_beams"]
         # every beam comes back: the best one that does not repeat itself is chosen (see generate)
         kwargs["num_return_sequences"] = wanted if beams == 1 else beams

@@ -24,9 +24,8 @@ from urllib.parse import urlparse
 
 import httpx
 from lxml import etree
-from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from chatgentitle import __version__
+from chatgentitle.http_client import GiveUp, HttpClient, Retryable, user_agent
 from chatgentitle.records import base_id, category_matches, clean_text
 from chatgentitle.store import PaperStore
 
@@ -52,49 +51,28 @@ class OAIError(CrawlError):
         self.code = code
 
 
-class Retryable(Exception):
-    """A failure worth trying again (5xx, 503 + Retry-After, truncated XML)."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 # --------------------------------------------------------------------------- HTTP
 class Fetcher:
-    """One polite HTTP client: a delay between requests, retries, a descriptive User-Agent."""
+    """The crawler's side of the HTTP client: one connection, at least delay_seconds between requests
+    (3 s against arXiv's hosts), XML answers checked before they count."""
 
     def __init__(self, delay_seconds: float = ARXIV_MIN_DELAY_SECONDS, timeout_seconds: float = 60.0,
                  max_retries: int = 8, backoff_seconds: float = 1.0, contact: str | None = None,
                  on_wait: Callable[[float], None] | None = None):
         self.delay_seconds = delay_seconds
-        agent = f"chatgentitle/{__version__} (title-generation research crawler"
-        agent += f"; mailto:{contact})" if contact else ")"
         # one connection: arXiv asks crawlers not to open several
-        self.client = httpx.Client(
-            timeout=timeout_seconds, headers={"User-Agent": agent}, follow_redirects=True,
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-        )
-        self.on_wait = on_wait
-        self.last_request = 0.0  # monotonic time of the previous request
-        self.requests = 0
-        self.retries = 0
-        self.backoff_seconds = backoff_seconds
-        self._get = retry(
-            retry=retry_if_exception_type((Retryable, httpx.TransportError)),
-            wait=self._wait, stop=stop_after_attempt(max_retries), reraise=True,
-            before_sleep=self._count_retry,
-        )(self._get_once)
+        self.client = HttpClient(timeout_seconds=timeout_seconds, max_retries=max_retries,
+                                 backoff_seconds=backoff_seconds, max_retry_after_seconds=MAX_RETRY_AFTER_SECONDS,
+                                 headers={"User-Agent": user_agent("title-generation research crawler", contact)},
+                                 min_interval=self.delay_for, on_wait=on_wait)
 
-    def _wait(self, state: RetryCallState) -> float:
-        """Retry-After when the server gave one, else exponential backoff (capped at 60 s)."""
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, Retryable) and error.retry_after is not None:
-            return min(error.retry_after, MAX_RETRY_AFTER_SECONDS)
-        return wait_exponential(multiplier=self.backoff_seconds, max=60)(state)
+    @property
+    def requests(self) -> int:
+        return self.client.requests
 
-    def _count_retry(self, state: RetryCallState) -> None:
-        self.retries += 1
+    @property
+    def retries(self) -> int:
+        return self.client.retries
 
     def delay_for(self, url: str) -> float:
         host = urlparse(url).hostname or ""
@@ -102,53 +80,27 @@ class Fetcher:
             return max(self.delay_seconds, ARXIV_MIN_DELAY_SECONDS)
         return self.delay_seconds
 
-    def _pause(self, url: str) -> None:
-        wait = self.last_request + self.delay_for(url) - time.monotonic()
-        if wait > 0:
-            if self.on_wait:
-                self.on_wait(wait)
-            time.sleep(wait)
-
-    def _get_once(self, url: str, params: dict, check: Callable[[etree._Element], None] | None):
-        self._pause(url)
-        self.last_request = time.monotonic()
-        self.requests += 1
-        response = self.client.get(url, params=params)
-        if response.status_code == 503 or response.status_code == 429:
-            raise Retryable(f"HTTP {response.status_code}", _retry_after(response.headers.get("Retry-After")))
-        if response.status_code >= 500:
-            raise Retryable(f"HTTP {response.status_code}")
-        if response.status_code >= 400 and b"<error" not in response.content:
-            raise CrawlError(f"HTTP {response.status_code} from {response.url}")
-        try:  # a cut-off transfer or an empty body shows up as XML that does not parse: fetch it again
-            root = etree.fromstring(response.content)
-        except etree.XMLSyntaxError as err:
-            raise Retryable(f"malformed XML ({err})") from None
-        if check:
-            check(root)
-        return root
-
     def get_xml(self, url: str, params: dict, check: Callable[[etree._Element], None] | None = None):
         """The parsed answer; `check` raises Retryable for an answer that is not what was asked for."""
         try:
-            return self._get(url, params, check)
-        except (Retryable, httpx.TransportError) as err:
-            raise CrawlError(f"giving up on {url} after {self.retries} retries: {err}") from None
+            return self.client.send("GET", url, params=params, check=partial(_xml, check=check))
+        except GiveUp as err:
+            raise CrawlError(str(err)) from None
 
     def close(self) -> None:
         self.client.close()
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+def _xml(response: httpx.Response, check: Callable[[etree._Element], None] | None):
+    if response.status_code >= 400 and b"<error" not in response.content:
+        raise CrawlError(f"HTTP {response.status_code} from {response.url}")
+    try:  # a cut-off transfer or an empty body shows up as XML that does not parse: fetch it again
+        root = etree.fromstring(response.content)
+    except etree.XMLSyntaxError as err:
+        raise Retryable(f"malformed XML ({err})") from None
+    if check:
+        check(root)
+    return root
 
 
 # --------------------------------------------------------------------------- XML helpers
@@ -462,20 +414,54 @@ def fetch_rss(fetcher: Fetcher, categories: tuple[str, ...], endpoint: str = RSS
 # --------------------------------------------------------------------------- the crawl command
 @dataclass
 class CrawlJob:
-    """What one `chatgentitle crawl` does: which source, which papers, how often."""
+    """What one `chatgentitle crawl` does: which source, which papers, how often, how politely."""
 
     categories: tuple[str, ...] = DEFAULT_CATEGORIES
+    """Comma-separated categories (cs.AI) or archives (cs)."""
     endpoint: str | None = None
-    """OAI-PMH base URL, or the API / RSS base with ids / rss (None: arXiv's)."""
+    """OAI-PMH base URL, or the API / RSS base with ids / rss (default: arXiv's)."""
     metadata_prefix: str = "arXiv"
-    from_date: str | None = None
-    until_date: str | None = None
+    """OAI-PMH metadata format: arXiv or arXivRaw."""
+    from_date: str | None = field(default=None, metadata={"flag": "--from"})
+    """Harvest records changed on or after YYYY-MM-DD (default: continue from the last run)."""
+    until_date: str | None = field(default=None, metadata={"flag": "--until"})
+    """... and on or before YYYY-MM-DD."""
     ids: tuple[str, ...] = ()
-    """Look these arXiv ids up through the API instead of harvesting."""
+    """Look these arXiv ids up through the API instead (comma-separated)."""
     rss: bool = False
-    """Read today's RSS listing of the categories instead of harvesting."""
-    every_seconds: float | None = None
-    """Run again after this long, until SIGTERM (None: once)."""
+    """Read today's RSS listing of the categories instead."""
+    every: str | None = None
+    """Keep running, harvesting every interval (24h, 30m, 90s); SIGTERM stops cleanly."""
+    delay: float = ARXIV_MIN_DELAY_SECONDS
+    """Seconds between requests (never below 3 against arXiv's hosts)."""
+    timeout: float = 60.0
+    """Seconds per request."""
+    retries: int = field(default=8, metadata={"range": (1, 20)})
+    """Attempts per request (5xx, timeouts, answers that are not a page) before the run stops."""
+    contact: str | None = field(default=None, metadata={"envvar": "CHATGENTITLE_CONTACT"})
+    """An e-mail address for the User-Agent."""
+
+    def __post_init__(self):
+        for name in ("categories", "ids"):
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, tuple(v.strip() for v in getattr(self, name).split(",") if v.strip()))
+        if self.metadata_prefix not in ("arXiv", "arXivRaw"):
+            raise ValueError("metadata_prefix must be arXiv or arXivRaw")
+        self.every_seconds = duration_seconds(self.every) if self.every else None
+
+    def fetcher(self, on_wait: Callable[[float], None] | None = None) -> Fetcher:
+        return Fetcher(delay_seconds=self.delay, timeout_seconds=self.timeout, max_retries=self.retries,
+                       contact=self.contact, on_wait=on_wait)
+
+
+def duration_seconds(text: str) -> float:
+    """'24h', '30m', '90s', '1d' or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise ValueError(f"{text!r} is not a duration like 24h, 30m or 90s") from None
 
 
 def run(job: CrawlJob, store: PaperStore, fetcher: Fetcher, echo: Callable[[str], None] = print) -> None:

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
-from functools import cache
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
-from chatgentitle.config import DEFAULT_BASE, GenerationOptions
+from chatgentitle.config import DEFAULT_BASE, DecodingMode, GenerationOptions
 from chatgentitle.modeling import ModelError
 from chatgentitle.prompt import PromptTemplate, clean_title, encode_prompt
-from chatgentitle.ranking import Candidate, Ranker, has_repeated_bigram, words
+from chatgentitle.ranking import Candidate, Ranker, consensus_titles, pick_titles, words
 from chatgentitle.run import RunDir
 
 
@@ -32,22 +33,25 @@ def default_adapter_dir() -> Path | None:
 
 
 class TitleSource(Protocol):
-    """What writes titles: TitleGenerator, the tests' stand-in, any future backend. Front ends use
-    `titles()` below, never a backend's internals."""
+    """What writes titles: TitleGenerator, RemoteTitles, the tests' stand-in. Front ends use `titles()`
+    below, never a backend's internals."""
 
     name: str
     instruction: str
     """The instruction of its prompt (what the web UI's Instruction box starts with)."""
 
     def generate(self, abstracts: list[str], options: GenerationOptions | None = None,
-                 instruction: str | None = None, should_stop: Callable[[], bool] | None = None,
-                 rendered: bool = False) -> list[list[str]]:
-        """Distinct candidate titles per abstract, best first; `rendered`: the texts are whole prompts
-        already (what OpenAI completions clients send), not abstracts."""
+                 instruction: str | None = None, should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
+        """Distinct candidate titles per abstract, best first. `should_stop` is asked between decoding
+        steps: when it says yes, decoding ends there."""
 
-    def stream(self, abstract: str, options: GenerationOptions | None = None,
-               instruction: str | None = None) -> Iterator[str]:
-        """One title as it grows (greedy or sampling)."""
+    def complete(self, prompts: list[str], options: GenerationOptions | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
+        """The same for whole prompts in the model's template (what OpenAI completions clients send)."""
+
+    def stream(self, abstract: str, options: GenerationOptions | None = None, instruction: str | None = None,
+               should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
+        """One title as it grows (for options that stream: see GenerationOptions.streams)."""
 
     def count_tokens(self, text: str, as_prompt: bool = False) -> int:
         """Tokens of a title, or of the whole prompt made from an abstract (as_prompt), for usage counts."""
@@ -55,62 +59,18 @@ class TitleSource(Protocol):
 
 def titles(source: TitleSource, abstracts: list[str], options: GenerationOptions | None = None,
            ranker: Ranker | None = None, instruction: str | None = None,
-           should_stop: Callable[[], bool] | None = None, rendered: bool = False) -> list[list[Candidate]]:
+           should_stop: Callable[[], bool] | None = None) -> list[list[Candidate]]:
     """The one titling step of every front end: candidates from the source, ranked by `ranker` when
     there are several to choose from or known titles to check; the first of each list is the title."""
-    out = []
-    found_all = source.generate(abstracts, options, instruction, should_stop=should_stop, rendered=rendered)
-    for abstract, found in zip(abstracts, found_all, strict=True):
-        if ranker and (len(found) > 1 or ranker.known is not None):
-            out.append(ranker.rank(abstract, found))
-        else:
-            out.append([Candidate(title, words=len(words(title))) for title in found])
-    return out
+    found = source.generate(abstracts, options, instruction, should_stop=should_stop)
+    return [candidates(abstract, titles, ranker) for abstract, titles in zip(abstracts, found, strict=True)]
 
 
-def pick_titles(texts: list[str], num_candidates: int) -> list[str]:
-    """Distinct cleaned titles from decoded candidates (best first), at most num_candidates, never none."""
-    seen, titles = set(), []
-    for text in texts:
-        title = clean_title(text)
-        key = " ".join(title.lower().split())
-        if title and key not in seen:
-            seen.add(key)
-            titles.append(title)
-    # beam search can loop ("L-RAPM: L-RAPM: ..."); a later beam that does not is preferred
-    titles.sort(key=has_repeated_bigram)  # stable: the model's order otherwise
-    return titles[:num_candidates] or [""]
-
-
-@cache
-def _rouge_tokenizer():
-    """rouge-score's stemming tokenizer, as `eval` scores ROUGE-L (built once: the stemmer is not free)."""
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)._tokenizer.tokenize
-
-
-def consensus_titles(texts: list[str], num_candidates: int) -> list[str]:
-    """Distinct cleaned titles ordered by consensus, at most num_candidates: each title's mean ROUGE-L
-    against every candidate (repeats count as often as they were drawn, itself included), i.e. minimum
-    Bayes risk with the metric titles are judged by. Titles that repeat a pair of words still go last."""
-    from collections import Counter
-
-    from rouge_score.rouge_scorer import _score_lcs  # on pre-tokenized titles: each is tokenized once
-
-    drawn = Counter()
-    for text in texts:
-        if title := clean_title(text):
-            drawn[title] += 1
-    if not drawn:
-        return [""]
-    tokenize = _rouge_tokenizer()
-    tokens = {title: tokenize(title) for title in drawn}
-
-    def agreement(title):
-        return sum(count * _score_lcs(tokens[title], tokens[other]).fmeasure for other, count in drawn.items())
-
-    return pick_titles(sorted(drawn, key=agreement, reverse=True), num_candidates)
+def candidates(abstract: str, found: list[str], ranker: Ranker | None = None) -> list[Candidate]:
+    """Found titles as candidates, ranked when there is something to rank."""
+    if ranker and (len(found) > 1 or ranker.known is not None):
+        return ranker.rank(abstract, found)
+    return [Candidate(title, words=len(words(title))) for title in found]
 
 
 def _ready(model, device: str, quantize: str | None):
@@ -119,7 +79,7 @@ def _ready(model, device: str, quantize: str | None):
         model = model.to(device)
     model.eval()
     if model.config._attn_implementation == "sdpa":  # sdpa, and shared prompts in beam search
-        from chatgentitle.beam import SHARED
+        from chatgentitle.decoding import SHARED
 
         model.set_attn_implementation(SHARED)
     return model
@@ -142,28 +102,14 @@ def _load_members(adapter: Path, base_model: str, dtype, device: str, quantize: 
     return members
 
 
-class _StopWhen:
-    """A transformers stopping criterion that ends decoding for every row when asked to."""
-
-    def __init__(self, should_stop: Callable[[], bool]):
-        self.should_stop = should_stop
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        return torch.full((input_ids.shape[0],), self.should_stop(), dtype=torch.bool, device=input_ids.device)
-
-
 class TitleGenerator:
     """Base model (+ LoRA adapter) + prompt template -> titles."""
 
     def __init__(self, model, tokenizer, template: PromptTemplate, max_prompt_tokens: int = 512,
                  name: str = "model", adapter: str | None = None, lock: threading.Lock | None = None,
-                 members: list | tuple = ()):
+                 members: Callable[[], list] | list | tuple = ()):
         self.model = model
-        self.members = list(members)
-        """More models over the same tokenizer and prompt (an ensemble run's): their beams and samples
-        join the consensus when options.by_consensus."""
+        self._members = members  # a list, or what loads it on first use (only a consensus needs them)
         self.tokenizer = tokenizer
         self.template = template
         self.max_prompt_tokens = max_prompt_tokens
@@ -172,6 +118,14 @@ class TitleGenerator:
         """The PEFT adapter to activate before decoding, when several share one base model (load_many)."""
         self.lock = lock or threading.Lock()  # shared by the generators of one model: one decodes at a time
         self.device = next(model.parameters()).device
+
+    @property
+    def members(self) -> list:
+        """More models over the same tokenizer and prompt (an ensemble run's): their beams and samples join
+        the consensus. Loaded the first time a consensus asks for them."""
+        if callable(self._members):
+            self._members = self._members()
+        return list(self._members)
 
     @property
     def instruction(self) -> str:
@@ -225,12 +179,12 @@ class TitleGenerator:
         if template.chat and not getattr(tokenizer, "chat_template", None):  # say so now, not mid-batch
             raise ModelError(f"{base_model} has no chat template for the {template.name!r} prompt: "
                              "give --prompt-template compact or alpaca")
-        members = []
+        members = ()
         if adapter:
             model = PeftModel.from_pretrained(model, adapter)
             if merge and not quantize:  # one matmul per layer instead of two: faster decoding
                 model = model.merge_and_unload()
-            members = _load_members(adapter, base_model, torch_dtype, device, quantize, merge)
+            members = partial(_load_members, adapter, base_model, torch_dtype, device, quantize, merge)
         model = _ready(model, device, quantize)
         # the packaged default adapter answers as "chatgentitle" (its model id in the OpenAI API)
         name = Path(run_dir).name if run_dir else ("chatgentitle" if adapter else f"{base_model} (zero-shot)")
@@ -260,97 +214,43 @@ class TitleGenerator:
                 model = PeftModel.from_pretrained(model, folder, adapter_name=name)
         model, lock = _ready(model, device, None), threading.Lock()
         return [cls(model, tokenizer, infos[name].template, max(64, infos[name].cutoff_len), name=name,
-                    adapter=name, lock=lock, members=_load_members(dirs[name], bases[0], dtype, device))
+                    adapter=name, lock=lock, members=partial(_load_members, dirs[name], bases[0], dtype, device))
                 for name in dirs]
 
     # ------------------------------------------------------------------ generation
-    def _batch(self, abstracts: list[str], instruction: str | None, options: GenerationOptions,
-               rendered: bool = False):
-        import torch
-
+    def generate(self, abstracts: list[str], options: GenerationOptions | None = None, instruction: str | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
+        """Distinct candidate titles for each abstract, best first (decoding.decode, then the choice its
+        mode makes: consensus, or the model's order with titles that repeat a pair of words last).
+        `should_stop` is asked between decoding steps: when it says yes, decoding ends there (the
+        titles so far come back; the API uses it past a deadline)."""
         room = self.max_prompt_tokens  # the abstract is shortened so the prompt fits
-        if rendered:  # whole prompts: keep their end, where the title starts
-            prompts = [self.tokenizer(text)["input_ids"][-room:] for text in abstracts]
-        else:
-            prompts = [encode_prompt(self.template, self.tokenizer, a, instruction, room) for a in abstracts]
-        width = max(map(len, prompts))
-        pad = self.tokenizer.pad_token_id
-        # left padding: every prompt ends at the same column, where generation starts
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
-        attention_mask = torch.tensor(
-            [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device
-        )
-        kwargs = options.generate_kwargs()
-        kwargs.update(pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id)
-        return input_ids, attention_mask, kwargs
+        return self._titles([encode_prompt(self.template, self.tokenizer, a, instruction, room) for a in abstracts],
+                            options or GenerationOptions(), should_stop)
 
-    def generate(
-        self,
-        abstracts: list[str],
-        options: GenerationOptions | None = None,
-        instruction: str | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        rendered: bool = False,
-    ) -> list[list[str]]:
-        """Distinct candidate titles for each abstract, best first: the model's order, except that titles
-        which repeat a pair of words go last. `should_stop` is asked between decoding steps: when it
-        says yes, decoding ends there (the titles so far come back; the API uses it past a deadline).
-        `rendered`: the texts are whole prompts (OpenAI completions), encoded as they are."""
-        options = options or GenerationOptions()
-        if not abstracts:
-            return []
-        with self.lock:
-            if self.adapter:
-                self.model.set_adapter(self.adapter)
-            texts = self._decode(abstracts, options, instruction, should_stop, rendered)
-        choose = consensus_titles if options.by_consensus else pick_titles
-        return [choose(candidates, options.num_candidates) for candidates in texts]
+    def complete(self, prompts: list[str], options: GenerationOptions | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
+        """Titles for whole prompts (OpenAI completions), encoded as they are; their end is kept, where
+        the title starts."""
+        encoded = [self.tokenizer(text)["input_ids"][-self.max_prompt_tokens:] for text in prompts]
+        return self._titles(encoded, options or GenerationOptions(), should_stop)
 
-    def _decode(self, abstracts, options, instruction, should_stop, rendered=False) -> list[list[str]]:
-        """Decoded candidates per abstract, best first (before cleaning)."""
-        import torch
+    def stream(self, abstract: str, options: GenerationOptions | None = None, instruction: str | None = None,
+               should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
+        """Yield the title as it grows, token by token (options that stream: greedy or sampling)."""
+        from chatgentitle.decoding import stream
 
-        input_ids, attention_mask, kwargs = self._batch(abstracts, instruction, options, rendered)
-        if options.by_consensus:
-            return self._pool(input_ids, attention_mask, options, should_stop)
-        if options.beam_search and not options.no_repeat_ngram_size:  # one prefill per abstract
-            beams = self._beams(self.model, input_ids, attention_mask, kwargs["num_beams"], options, should_stop)
-            texts = [[self.tokenizer.decode(seq, skip_special_tokens=True) for seq in seqs] for seqs in beams]
-        else:  # greedy, sampling, no_repeat_ngram_size: transformers' generate
-            if should_stop:
-                from transformers import StoppingCriteriaList
-
-                kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhen(should_stop)])
-            with torch.inference_mode():
-                output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-            # decode only the new tokens: no searching for a response marker
-            flat = self.tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
-            per_abstract = len(flat) // len(abstracts)
-            texts = [flat[i:i + per_abstract] for i in range(0, len(flat), per_abstract)]
-        return texts
-
-    def _pool(self, input_ids, attention_mask, options, should_stop) -> list[list[str]]:
-        """Every model's beams and samples per abstract: what consensus_titles chooses from."""
-        from chatgentitle.beam import sample
-
-        pools = [[] for _ in range(input_ids.shape[0])]
-        for model in (self.model, *self.members):
-            beams = self._beams(model, input_ids, attention_mask, options.num_beams, options, should_stop)
-            drawn = sample(model, input_ids, attention_mask, num_samples=options.consensus,
-                           max_new_tokens=options.max_new_tokens, eos_token_id=self.tokenizer.eos_token_id,
-                           should_stop=should_stop)
-            for pool, found, more in zip(pools, beams, drawn, strict=True):
-                pool.extend(self.tokenizer.decode(seq, skip_special_tokens=True) for seq in found + more)
-        return pools
-
-    def _beams(self, model, input_ids, attention_mask, num_beams: int, options, should_stop) -> list[list[list[int]]]:
-        """The shared-prefill beam search with these options' penalties and limits."""
-        from chatgentitle.beam import beam_search
-
-        return beam_search(model, input_ids, attention_mask, num_beams=num_beams,
-                           max_new_tokens=options.max_new_tokens, eos_token_id=self.tokenizer.eos_token_id,
-                           repetition_penalty=options.repetition_penalty,
-                           length_penalty=options.length_penalty, should_stop=should_stop)
+        options = replace(options or GenerationOptions(), num_candidates=1)
+        if not options.streams:
+            raise ValueError(f"{options.mode.value} decoding does not stream")
+        prompt = encode_prompt(self.template, self.tokenizer, abstract, instruction, self.max_prompt_tokens)
+        text = ""
+        for piece in stream(self.model, self.tokenizer, *self._tensors([prompt]), options, should_stop,
+                            hold=self._holding_model):
+            text += piece
+            if "\n" in text.strip():  # a title is one line
+                break
+            yield clean_title(text)
 
     def __call__(self, abstracts: list[str], options: GenerationOptions | None = None,
                  instruction: str | None = None) -> list[str]:
@@ -358,29 +258,30 @@ class TitleGenerator:
         options = replace(options or GenerationOptions(), num_candidates=1)
         return [titles[0] for titles in self.generate(abstracts, options, instruction)]
 
-    def stream(self, abstract: str, options: GenerationOptions | None = None,
-               instruction: str | None = None) -> Iterator[str]:
-        """Yield the title as it grows, token by token (single candidate)."""
+    def _titles(self, prompts: list[list[int]], options: GenerationOptions, should_stop) -> list[list[str]]:
+        from chatgentitle.decoding import decode
+
+        if not prompts:
+            return []
+        models = [self.model, *(self.members if options.mode.uses_members else ())]
+        with self._holding_model():
+            texts = decode(models, self.tokenizer, *self._tensors(prompts), options, should_stop)
+        choose = consensus_titles if options.mode is DecodingMode.CONSENSUS else pick_titles
+        return [choose(found, options.num_candidates) for found in texts]
+
+    def _tensors(self, prompts: list[list[int]]):
+        """Left-padded input ids and attention mask: every prompt ends at the column where decoding starts."""
         import torch
-        from transformers import TextIteratorStreamer
 
-        options = replace(options or GenerationOptions(), num_candidates=1, num_beams=1)
-        input_ids, attention_mask, kwargs = self._batch([abstract], instruction, options)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        width, pad = max(map(len, prompts)), self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        return input_ids, attention_mask
 
-        def run():
-            with self.lock, torch.inference_mode():
-                if self.adapter:
-                    self.model.set_adapter(self.adapter)
-                self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                    streamer=streamer, **kwargs)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        text = ""
-        for piece in streamer:
-            text += piece
-            if "\n" in text.strip():  # a title is one line
-                break
-            yield clean_title(text)
-        thread.join()
+    @contextmanager
+    def _holding_model(self):
+        """The model to ourselves, with our adapter active (generators of load_many share one model)."""
+        with self.lock:
+            if self.adapter:
+                self.model.set_adapter(self.adapter)
+            yield

@@ -210,3 +210,15 @@ def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "fp32")
         info.template.save(tmp)
         run.copy_adapter(tmp / "adapter")
     return Path(out_dir)
+
+
+def export_instructions(run_dir: str | Path, out_dir: str | Path) -> str:
+    """What an exported model is for: the command lines that serve it with vLLM and title through it."""
+    name, out_dir = Path(run_dir).name, Path(out_dir)
+    base = resolve_base(RunDir(run_dir).describe().base_model)  # an HF dir (built-in GGUF bases: converted)
+    return (f"merged model written to {out_dir} (the adapter alone and its prompt in {out_dir / 'adapter'})\n"
+            f"vLLM, merged:  python -m vllm.entrypoints.openai.api_server --model {out_dir}\n"
+            f"vLLM, LoRA:    python -m vllm.entrypoints.openai.api_server --model {base} --enable-lora "
+            f"--lora-modules {name}={out_dir / 'adapter'}\n"
+            f"then: chatgentitle generate --endpoint http://127.0.0.1:8000/v1 --model {name} "
+            f"--prompt-template {out_dir / 'adapter'} ...")

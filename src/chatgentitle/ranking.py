@@ -16,8 +16,12 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
+
+from chatgentitle.prompt import clean_title
 
 TYPICAL_TITLE_WORDS = 10
 CLICHES = (
@@ -149,3 +153,75 @@ class Ranker:
                      - 0.15 * len(found) - 0.5 * (known is not None))
             ranked.append(Candidate(title, round(score, 4), round(faith, 4), n_words, found, known))
         return sorted(ranked, key=lambda c: c.score, reverse=True)
+
+
+# ----------------------------------------------------------------------------- choosing among decoded texts
+def pick_titles(texts: list[str], num_candidates: int) -> list[str]:
+    """Distinct cleaned titles from decoded candidates (best first), at most num_candidates, never none."""
+    seen, titles = set(), []
+    for text in texts:
+        title = clean_title(text)
+        key = " ".join(title.lower().split())
+        if title and key not in seen:
+            seen.add(key)
+            titles.append(title)
+    # beam search can loop ("L-RAPM: L-RAPM: ..."); a later beam that does not is preferred
+    titles.sort(key=has_repeated_bigram)  # stable: the model's order otherwise
+    return titles[:num_candidates] or [""]
+
+
+def consensus_titles(texts: list[str], num_candidates: int) -> list[str]:
+    """Distinct cleaned titles ordered by consensus, at most num_candidates: each title's mean ROUGE-L
+    against every candidate (repeats count as often as they were drawn, itself included), i.e. minimum
+    Bayes risk with the metric titles are judged by. Titles that repeat a pair of words still go last."""
+    drawn = Counter(title for text in texts if (title := clean_title(text)))
+    if not drawn:
+        return [""]
+    scorer = _rouge_l(_CachedTokenizer())  # each title is tokenized (and stemmed) once
+
+    def agreement(title):
+        return sum(count * scorer.score(title, other)["rougeL"].fmeasure for other, count in drawn.items())
+
+    return pick_titles(sorted(drawn, key=agreement, reverse=True), num_candidates)
+
+
+def _rouge_l(tokenizer):
+    """ROUGE-L as `eval` scores it (rouge-score, stemmed)."""
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rougeL"], tokenizer=tokenizer)
+
+
+@cache
+def _stemming_tokenizer():
+    """rouge-score's own stemming tokenizer, built once (the stemmer is not free)."""
+    from rouge_score.tokenizers import DefaultTokenizer
+
+    return DefaultTokenizer(use_stemmer=True)
+
+
+class _CachedTokenizer:
+    """rouge-score's tokenizer interface over the stemming tokenizer, remembering each text's tokens."""
+
+    def __init__(self):
+        self.tokens: dict[str, list[str]] = {}
+
+    def tokenize(self, text: str) -> list[str]:
+        if text not in self.tokens:
+            self.tokens[text] = _stemming_tokenizer().tokenize(text)
+        return self.tokens[text]
+
+
+def known_titles(db: str | Path | None) -> KnownTitles | None:
+    """Titles of the papers in a crawl store, for the uniqueness check (None without a store)."""
+    if not db:
+        return None
+    from chatgentitle.store import PaperStore
+
+    with PaperStore(db) as store:
+        return KnownTitles(store.titles())
+
+
+def make_ranker(db: str | Path | None = None) -> Ranker:
+    """The ranker front ends use: embeddings when the model wheel is there, known titles from a store."""
+    return Ranker(Embedder.load(), known_titles(db))

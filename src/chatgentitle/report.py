@@ -14,11 +14,13 @@ import html
 import json
 import re
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from chatgentitle.config import DEFAULT_BASE
 from chatgentitle.metrics import bootstrap_ci, category_group, score_pairs, summarise
 from chatgentitle.records import Paper, read_papers, write_atomic, write_jsonl
+from chatgentitle.sources import DEFAULT_MODEL, SourceSpec, load_source
 
 BASELINES = ("lead-1", "zero-shot")
 TABLE_METRICS = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("bleu", "BLEU"),
@@ -70,37 +72,99 @@ def read_predictions(path: Path, paper_ids: set[str]) -> tuple[dict[str, str], l
     return titles, problems
 
 
-def collect_systems(papers: list[Paper], out_dir: Path, models: list[tuple[str, object]],
-                    prediction_files: list[tuple[str, Path]], baselines: tuple[str, ...], load, options,
-                    batch_size: int = 8, echo=print, progress: bool = False) -> tuple[dict, list[str]]:
-    """Every system's titles for `papers`, models first (the report's examples follow the first system),
-    then prediction files and baselines; and the problems found in the files.
+@dataclass
+class System:
+    """One system `eval` scores: a model (in process or behind an endpoint), another system's titles
+    in a file, or a built-in baseline."""
 
-    `models` are (name, run dir); `load(run_dir, zero_shot_base)` makes their TitleSource. Generated
-    titles are cached in out_dir/predictions/NAME.jsonl, so a long evaluation resumes.
-    """
+    name: str
+    source: SourceSpec | None = None
+    predictions: Path | None = None
+    baseline: str | None = None
+
+
+def named(value: str, default_name: str) -> tuple[str, str]:
+    name, sep, rest = value.partition("=")
+    return (name, rest) if sep and name and "/" not in name else (default_name, value)
+
+
+def parse_systems(models=(), endpoint_models=(), prediction_files=(), baselines=(),
+                  spec: SourceSpec | None = None) -> list[System]:
+    """The systems of `eval`'s flags, in report order: models (NAME=RUN_DIR; none at all: the packaged
+    model), endpoint models (NAME=URL,MODEL or NAME=URL,MODEL,chat), the zero-shot baseline, prediction
+    files (NAME=FILE), lead-1. `spec` says how models load (device, dtype, the zero-shot base)."""
+    spec = spec or SourceSpec()
+    if not (models or endpoint_models or prediction_files or baselines):
+        models = (DEFAULT_MODEL,)
+    model = replace(spec, base_model=None)
+    systems = [System(name, replace(model, model=run)) for name, run in (named(v, Path(v).name) for v in models)]
+    for value in endpoint_models:
+        name, found = named(value, "endpoint")
+        url, _, rest = found.partition(",")
+        model_name, _, mode = rest.partition(",")
+        if not url or not model_name or mode not in ("", "chat"):
+            raise ValueError(f"endpoint model {value!r}: give NAME=URL,MODEL or NAME=URL,MODEL,chat")
+        systems.append(System(name, replace(model, endpoint=url, model=model_name, chat=mode == "chat")))
+    if "zero-shot" in baselines:
+        systems.append(System("zero-shot", replace(spec, model=None, base_model=spec.base_model or DEFAULT_BASE)))
+    systems += [System(name, predictions=Path(path)) for name, path in (named(v, Path(v).stem)
+                                                                        for v in prediction_files)]
+    return systems + [System(b, baseline=b) for b in baselines if b != "zero-shot"]
+
+
+def collect_systems(papers: list[Paper], out_dir: Path, systems: list[System], options, batch_size: int = 8,
+                    echo=print, progress: bool = False) -> tuple[dict, list[str]]:
+    """Every system's titles for `papers` (the report's examples follow the first system), and the problems
+    found in prediction files. Generated titles are cached in out_dir/predictions/NAME.jsonl, so a long
+    evaluation resumes."""
     from chatgentitle.batch import generate_file
-    from chatgentitle.config import DEFAULT_BASE
 
     ids = {p.id for p in papers}
-    systems, problems = {}, []
-    runs = [*models, *([("zero-shot", None)] if "zero-shot" in baselines else [])]
+    found, problems = {}, []
     out_dir.mkdir(parents=True, exist_ok=True)
     abstracts_file = out_dir / "papers.jsonl"
     write_jsonl(abstracts_file, ({"id": p.id, "abstract": p.abstract} for p in papers))
-    for name, run_dir in runs:
-        generator = load(run_dir, DEFAULT_BASE if name == "zero-shot" else None)
-        cache = out_dir / "predictions" / f"{name}.jsonl"
-        written, skipped = generate_file(generator, abstracts_file, cache, options, batch_size, progress=progress)
-        echo(f"{name}: {written} titles generated, {skipped} from the previous run")
-        systems[name] = read_predictions(cache, ids)[0]
-        del generator  # one model in memory at a time
-    for name, path in prediction_files:
-        systems[name], found = read_predictions(Path(path), ids)
-        problems.extend(found)
-    if "lead-1" in baselines:
-        systems["lead-1"] = {p.id: lead_1(p.abstract) for p in papers}
-    return systems, problems
+    for system in systems:
+        if system.source:
+            generator = load_source(system.source)
+            cache = out_dir / "predictions" / f"{system.name}.jsonl"
+            written, skipped = generate_file(generator, abstracts_file, cache, options, batch_size, progress=progress)
+            echo(f"{system.name}: {written} titles generated, {skipped} from the previous run")
+            found[system.name] = read_predictions(cache, ids)[0]
+            del generator  # one model in memory at a time
+        elif system.predictions:
+            found[system.name], bad = read_predictions(system.predictions, ids)
+            problems.extend(bad)
+        else:
+            found[system.name] = {p.id: lead_1(p.abstract) for p in papers}
+    return found, problems
+
+
+def run_eval(data_path: Path, limit: int | None, out_dir: Path, systems: list[System], options, batch_size: int = 8,
+             db: Path | None = None, echo=print, progress: bool = False) -> dict:
+    """`chatgentitle eval`: the test papers, every system's titles, the scores and the report files."""
+    from chatgentitle.ranking import Embedder, known_titles
+
+    if not Path(data_path).is_file():
+        raise ValueError(f"test data not found: {data_path}")
+    papers = load_test_papers(data_path, limit)
+    if not papers:
+        raise ValueError(f"no test papers in {data_path}")
+    found, problems = collect_systems(papers, out_dir, systems, options, batch_size, echo=echo, progress=progress)
+    result = evaluate(papers, found, out_dir, known=known_titles(db), embedder=Embedder.load(), problems=problems)
+    for problem in problems:
+        echo(f"warning: {problem}")
+    return result
+
+
+def summary_lines(result: dict, out_dir: Path) -> str:
+    """One line per system with its scores, then where the report is."""
+    lines = []
+    for name, summary in result["systems"].items():
+        low, high = summary["rougeL_ci95"]
+        lines.append(f"{name:<24} ROUGE-1 {summary['rouge1']:.1f}  ROUGE-2 {summary['rouge2']:.1f}  "
+                     f"ROUGE-L {summary['rougeL']:.1f} [{low:.1f}, {high:.1f}]  BLEU {summary['bleu']:.1f}")
+    return "\n".join([*lines, f"report: {Path(out_dir) / 'report.md'}"])
 
 
 def evaluate(papers: list[Paper], systems: dict[str, dict[str, str]], out_dir: Path, known=None,

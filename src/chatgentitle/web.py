@@ -1,19 +1,23 @@
-"""The Gradio web UI: the seed project's Instruction and Input boxes, options, streaming, candidates.
+"""The Gradio web UI: the seed project's Instruction and Input boxes, options, candidates.
 
-    demo = build_demo(TitleGenerator.load())
+    demo = build_demo(app.state.service)     # the TitleService of server.create_app
+
+It submits to the server's TitleService like the API does (same bounds, queue and deadline) and
+decodes once: a plan that streams shows the title as it grows; any other shows a progress bar
+(from the measured cost of that decoding) until its candidates arrive.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import replace
+import queue
+import time
 from typing import get_type_hints
 
 import gradio as gr
 
+from chatgentitle.batcher import Busy, TitleService, check_abstract
 from chatgentitle.config import GenerationOptions, field_docs
-from chatgentitle.generate import TitleSource, titles
-from chatgentitle.ranking import Ranker
 
 EXAMPLE_ABSTRACT = (
     "Large language models are increasingly used to draft scientific text, yet choosing a title that "
@@ -21,10 +25,10 @@ EXAMPLE_ABSTRACT = (
     "adapters on abstract-title pairs from arXiv and rank several candidates by their semantic "
     "similarity to the abstract, their length and their use of worn phrases."
 )
-
-
+COLUMNS = ["title", "score", "faithfulness", "words", "clichés", "known paper"]
 OPTION_FIELDS = dataclasses.fields(GenerationOptions)
 OPTION_TYPES = get_type_hints(GenerationOptions)
+TICK_SECONDS = 0.25  # how often the page hears how the decoding goes
 
 
 def option_input(option: dataclasses.Field):
@@ -37,27 +41,66 @@ def option_input(option: dataclasses.Field):
     return gr.Slider(low, high, value=option.default, step=step, label=option.name, info=help_text)
 
 
-def build_demo(generator: TitleSource, ranker: Ranker | None = None) -> gr.Blocks:
-    instruction = generator.instruction
+def read_options(values) -> GenerationOptions:
+    """The option widgets' values as GenerationOptions, within the API's bounds (gr.Error outside)."""
+    try:
+        return GenerationOptions(**{f.name: OPTION_TYPES[f.name](v) for f, v in zip(OPTION_FIELDS, values,
+                                                                                    strict=True)})
+    except (TypeError, ValueError) as err:
+        raise gr.Error(str(err)) from None
 
-    def write_titles(instruction, abstract, *values):
-        if not abstract or not abstract.strip():
-            raise gr.Error("Paste an abstract into the Input box.")
-        options = GenerationOptions(**{f.name: OPTION_TYPES[f.name](v) for f, v in zip(OPTION_FIELDS, values,
-                                                                                        strict=True)})
-        if not options.beam_search and not options.by_consensus:  # greedy and sampling stream
-            for title in generator.stream(abstract, replace(options, num_candidates=1), instruction):
+
+def rows(candidates) -> list[list]:
+    return [[c.title, c.score, c.faithfulness, c.words, ", ".join(c.cliches), c.known_match or ""]
+            for c in candidates]
+
+
+def write_titles(service: TitleService, instruction: str, abstract: str, *values, progress=gr.Progress()):
+    """Yield (title so far, candidate rows) as the decoding goes; the last yield holds the ranked candidates."""
+    try:
+        check_abstract(abstract or "")
+    except ValueError as err:
+        raise gr.Error(f"{err}. Paste one abstract into the Input box.") from None
+    options = read_options(values)
+    grown: queue.SimpleQueue[str] = queue.SimpleQueue()
+    try:
+        if options.streams:
+            job = service.stream(abstract, options, instruction or None, grown.put)
+        else:
+            job = service.titles([abstract], options, instruction or None)
+    except Busy as err:
+        raise gr.Error(f"{err} (try again in {err.retry_after} s)") from None
+    began, title = time.monotonic(), ""
+    try:
+        while not job.future.done():
+            try:
+                title = grown.get(timeout=TICK_SECONDS)
                 yield title, []
-        candidates = titles(generator, [abstract], options, ranker, instruction)[0]
-        rows = [[c.title, c.score, c.faithfulness, c.words, ", ".join(c.cliches), c.known_match or ""]
-                for c in candidates]
-        yield candidates[0].title, rows
+            except queue.Empty:
+                if job.estimate:
+                    progress(min(0.99, (time.monotonic() - began) / job.estimate), desc="writing titles")
+            if time.monotonic() > job.deadline + 1:
+                raise gr.Error(f"no answer within the {service.request_timeout:g} s deadline")
+        error = job.future.exception()
+        if error:
+            raise gr.Error("no answer within the deadline" if isinstance(error, TimeoutError) else str(error))
+        candidates = job.future.result()[0]
+        yield candidates[0].title, rows(candidates)
+    finally:
+        job.abandoned.set()  # a closed page stops its decoding; a finished job is not affected
+
+
+def build_demo(service: TitleService) -> gr.Blocks:
+    source = service.source()
+
+    def handler(instruction, abstract, *values, progress=gr.Progress()):
+        yield from write_titles(service, instruction, abstract, *values, progress=progress)
 
     with gr.Blocks(title="ChatGenTitle") as demo:
         gr.Markdown("# ChatGenTitle\nWrite a title for a paper from its abstract.")
         with gr.Row():
             with gr.Column(scale=3):
-                instruction_box = gr.Textbox(label="Instruction", value=instruction, lines=2)
+                instruction_box = gr.Textbox(label="Instruction", value=source.instruction, lines=2)
                 input_box = gr.Textbox(label="Input", placeholder="Paste the abstract here", lines=10,
                                        elem_id="abstract-input")
                 with gr.Accordion("Generation options", open=False):
@@ -65,11 +108,9 @@ def build_demo(generator: TitleSource, ranker: Ranker | None = None) -> gr.Block
                 submit = gr.Button("Generate title", variant="primary", elem_id="generate")
             with gr.Column(scale=2):
                 title_box = gr.Textbox(label="Title", lines=2, elem_id="title-output")
-                table = gr.Dataframe(
-                    headers=["title", "score", "faithfulness", "words", "clichés", "known paper"],
-                    label="Ranked candidates", wrap=True,
-                )
-        gr.Examples([[instruction, EXAMPLE_ABSTRACT]], [instruction_box, input_box])
+                table = gr.Dataframe(headers=COLUMNS, label="Ranked candidates", wrap=True)
+        gr.Examples([[source.instruction, EXAMPLE_ABSTRACT]], [instruction_box, input_box])
         inputs = [instruction_box, input_box, *option_inputs]
-        submit.click(write_titles, inputs, [title_box, table], concurrency_limit=1)
+        # no concurrency limit here: the TitleService queues, bounds and refuses work for every front end
+        submit.click(handler, inputs, [title_box, table], api_name="write_titles", concurrency_limit=None)
     return demo

@@ -1,5 +1,8 @@
-"""Beam search and sampling with one prefill per abstract: the prompt is encoded once and its KV cache
-shared by the beams (or samples).
+"""Decoding a plan: `decode(models, tokenizer, batch, options)` runs the way `options.mode` names
+(greedy, sampling, beam search, consensus) and returns each abstract's decoded candidates.
+
+Beam search and sampling run with one prefill per abstract: the prompt is encoded once and its KV
+cache shared by the beams (or samples).
 
 transformers' `generate(num_beams=K)` copies every prompt K times before encoding it, so K-1 of
 every K prompt tokens are computed for nothing (the prompt is ~250 tokens, the title ~20). This
@@ -14,14 +17,18 @@ EOS, in the shorter prompts of a batch, so its titles there depend on their neig
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from threading import Thread
 
 import torch
 from transformers import AttentionInterface, DynamicCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+from chatgentitle.config import DecodingMode, GenerationOptions
 
 NEG = -1.0e9  # the score of a slot that must not be chosen (as in transformers)
 SHARED = "sdpa_shared_prefix"  # the attention implementation that reads a SharedPrefixCache
@@ -255,3 +262,84 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, num_
                        **({"shared_prefix": cache} if shared else {})).logits[:, -1]
     samples = [[t for t in row if t != eos_token_id] for row in tokens.tolist()]
     return [samples[i:i + n] for i in range(0, rows, n)]
+
+
+def decode(models: list, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, options: GenerationOptions,
+           should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
+    """Each left-padded prompt's decoded candidates (before cleaning), best first, as `options.mode` says.
+    models[0] decodes; the others (an ensemble run's members) join only the consensus pool."""
+    eos = tokenizer.eos_token_id
+    mode = options.mode
+    if mode is DecodingMode.CONSENSUS:
+        pools = [[] for _ in range(input_ids.shape[0])]
+        for model in models:
+            beams = _beams(model, input_ids, attention_mask, options.num_beams, options, eos, should_stop)
+            drawn = sample(model, input_ids, attention_mask, num_samples=options.consensus,
+                           max_new_tokens=options.max_new_tokens, eos_token_id=eos, should_stop=should_stop)
+            for pool, found, more in zip(pools, beams, drawn, strict=True):
+                pool.extend(found + more)
+    elif mode is DecodingMode.BEAM_SEARCH:
+        pools = _beams(models[0], input_ids, attention_mask, options.beams, options, eos, should_stop)
+    else:  # greedy, sampling and beams without repeated n-grams: transformers' generate
+        return _generate(models[0], tokenizer, input_ids, attention_mask, options, should_stop)
+    return [[tokenizer.decode(seq, skip_special_tokens=True) for seq in pool] for pool in pools]
+
+
+def stream(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, options: GenerationOptions,
+           should_stop: Callable[[], bool] | None = None, hold=contextlib.nullcontext) -> Iterator[str]:
+    """One prompt's text as it grows, token by token (a plan that streams: greedy or sampling). The
+    decoding thread runs inside `hold()` (e.g. the model's lock)."""
+    from transformers import TextIteratorStreamer
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    kwargs = _generate_kwargs(tokenizer, options, should_stop)
+
+    def run():
+        with hold():
+            _run_generate(model, input_ids, attention_mask, streamer, kwargs)
+
+    thread = Thread(target=run, daemon=True)
+    thread.start()
+    yield from streamer
+    thread.join()
+
+
+def _beams(model, input_ids, attention_mask, num_beams: int, options: GenerationOptions, eos_token_id: int,
+           should_stop) -> list[list[list[int]]]:
+    """The shared-prefill beam search with these options' penalties and limits."""
+    return beam_search(model, input_ids, attention_mask, num_beams=num_beams, max_new_tokens=options.max_new_tokens,
+                       eos_token_id=eos_token_id, repetition_penalty=options.repetition_penalty,
+                       length_penalty=options.length_penalty, should_stop=should_stop)
+
+
+def _generate(model, tokenizer, input_ids, attention_mask, options, should_stop) -> list[list[str]]:
+    output = _run_generate(model, input_ids, attention_mask, None, _generate_kwargs(tokenizer, options, should_stop))
+    # decode only the new tokens: no searching for a response marker
+    flat = tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
+    per_abstract = len(flat) // input_ids.shape[0]
+    return [flat[i:i + per_abstract] for i in range(0, len(flat), per_abstract)]
+
+
+def _generate_kwargs(tokenizer, options: GenerationOptions, should_stop) -> dict:
+    kwargs = options.generate_kwargs()
+    kwargs.update(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    if should_stop:
+        from transformers import StoppingCriteriaList
+
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhen(should_stop)])
+    return kwargs
+
+
+@torch.inference_mode()
+def _run_generate(model, input_ids, attention_mask, streamer, kwargs) -> torch.Tensor:
+    return model.generate(input_ids=input_ids, attention_mask=attention_mask, streamer=streamer, **kwargs)
+
+
+class _StopWhen:
+    """A transformers stopping criterion that ends decoding for every row when asked to."""
+
+    def __init__(self, should_stop: Callable[[], bool]):
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.should_stop(), dtype=torch.bool, device=input_ids.device)
