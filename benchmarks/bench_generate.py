@@ -48,7 +48,7 @@ def consensus(generator, abstracts, options):
     """Minimum Bayes risk over the beams: the title with the highest mean ROUGE-L to the other beams'."""
     from rouge_score import rouge_scorer
 
-    from chatgentitle.beam import beam_search
+    from chatgentitle.decoding import beam_search
     from chatgentitle.generate import pick_titles
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)

@@ -29,7 +29,7 @@ BEAMS, SAMPLES = 8, 32
 
 
 def dump(run_dir: str, data: str, out: str) -> None:
-    from chatgentitle.beam import beam_search, sample
+    from chatgentitle.decoding import beam_search, sample
     from chatgentitle.config import GenerationOptions
     from chatgentitle.generate import TitleGenerator
 

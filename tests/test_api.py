@@ -2,10 +2,11 @@ import concurrent.futures
 import time
 
 import pytest
-from conftest import FakeGenerator
 from fastapi.testclient import TestClient
+from helpers import FakeGenerator
 
-from chatgentitle.api import MAX_ABSTRACT_CHARS, create_app
+from chatgentitle.batcher import MAX_ABSTRACT_CHARS
+from chatgentitle.server import create_app
 from chatgentitle.ranking import Ranker
 
 ABSTRACT = "we propose a novel method for learning graph neural networks"
@@ -128,14 +129,14 @@ def test_a_request_past_its_deadline_gets_503_and_its_generation_stops():
 def test_a_generation_stopped_at_its_deadline_is_not_an_answer():
     """The worker can see the deadline pass a moment before the request's timer does: the titles of
     the stopped generation must not go out as a 200."""
-    from chatgentitle.api import Job, MicroBatcher
-    from chatgentitle.config import GenerationOptions
+    from chatgentitle.batcher import Job, MicroBatcher
 
-    batcher = MicroBatcher(FakeGenerator(delay_seconds=5.0))
-    job = Job([ABSTRACT], GenerationOptions(), None, deadline=time.monotonic() + 0.2)
-    batcher._answer([job])  # stops at the deadline, as the worker would
+    slow = FakeGenerator(delay_seconds=5.0)
+    job = Job([ABSTRACT], lambda texts, should_stop: slow.generate(texts, should_stop=should_stop), "key",
+              deadline=time.monotonic() + 0.2)
+    MicroBatcher().submit(job)  # stops at the deadline
     with pytest.raises(TimeoutError):
-        job.future.result(timeout=1)
+        job.future.result(timeout=2)
 
 
 def test_queued_requests_past_their_deadline_never_reach_the_model():

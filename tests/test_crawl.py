@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import shared_path
+from helpers import shared_path
 from lxml import etree
 from oai_server import FixtureServer, OAIServer, make_records
 

@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-
-from chatgentitle.beam import SHARED, beam_search, sample
+from chatgentitle.decoding import SHARED, beam_search, sample
 
 PROMPTS = ["we propose a novel method", "graph neural networks for quantum field theory spectra of the data",
            "attention"]

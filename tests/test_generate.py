@@ -4,6 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from chatgentitle.cli import cli
+from chatgentitle.config import DecodingMode
 from chatgentitle.generate import GenerationOptions, TitleGenerator
 from chatgentitle.ranking import KnownTitles, Ranker, cliches_in, copy_rate
 
@@ -81,9 +82,12 @@ def test_beam_that_repeats_itself_is_not_chosen():
 
 
 def test_stream_yields_growing_title(generator):
-    pieces = list(generator.stream(ABSTRACT, GenerationOptions(max_new_tokens=5, repetition_penalty=1.0)))
-    assert pieces and pieces[-1] == generator([ABSTRACT], GenerationOptions(max_new_tokens=5,
-                                                                            repetition_penalty=1.0))[0]
+    greedy = GenerationOptions(max_new_tokens=5, repetition_penalty=1.0, num_beams=1, consensus=0)
+    assert greedy.streams and not GenerationOptions().streams  # beams and consensus settle titles at the end
+    pieces = list(generator.stream(ABSTRACT, greedy))
+    assert pieces and pieces[-1] == generator([ABSTRACT], greedy)[0]
+    with pytest.raises(ValueError, match="does not stream"):
+        next(generator.stream(ABSTRACT, GenerationOptions()))
 
 
 def test_ranking_prefers_faithful_short_unique_titles():
@@ -216,9 +220,12 @@ def test_consensus_picks_the_title_the_others_agree_with():
 
 
 def test_consensus_options_are_checked():
-    assert GenerationOptions(consensus=4).by_consensus
-    assert not GenerationOptions(consensus=4, do_sample=True).by_consensus  # sampling decodes as it says
-    assert not GenerationOptions(consensus=0).by_consensus
+    assert GenerationOptions(consensus=4).mode is DecodingMode.CONSENSUS
+    assert GenerationOptions(consensus=4, do_sample=True).mode is DecodingMode.SAMPLE  # sampling decodes as it says
+    assert GenerationOptions(consensus=0).mode is DecodingMode.BEAM_SEARCH
+    assert GenerationOptions(consensus=0, num_beams=1).mode is DecodingMode.GREEDY
+    assert GenerationOptions(consensus=0, num_beams=1, num_candidates=2).mode is DecodingMode.BEAM_SEARCH
+    assert GenerationOptions(no_repeat_ngram_size=2).mode is DecodingMode.CONSTRAINED_BEAM_SEARCH
     with pytest.raises(ValueError, match="consensus must be between"):
         GenerationOptions(consensus=65)
 
@@ -239,30 +246,44 @@ def ensemble_dir(run_dir, tmp_path_factory):
     return folder
 
 
-def test_ensemble_members_join_the_consensus(ensemble_dir, generator):
+def test_ensemble_members_join_the_consensus(ensemble_dir, generator, monkeypatch):
+    from chatgentitle import modeling
+    from chatgentitle.decoding import beam_search, decode
+
+    loads = []
+    load_base = modeling.load_base
+    monkeypatch.setattr(modeling, "load_base", lambda *a, **k: loads.append(a) or load_base(*a, **k))
     main = generator
     generator = TitleGenerator.load(ensemble_dir, dtype="fp32")
-    assert len(generator.members) == 1
+    plain = GenerationOptions(max_new_tokens=6)
+    assert generator([ABSTRACT], GenerationOptions(max_new_tokens=6, consensus=0)) == main(
+        [ABSTRACT], GenerationOptions(max_new_tokens=6, consensus=0))  # without consensus: its own adapter alone
+    assert len(loads) == 1  # the member is loaded only when a consensus needs it
     options = GenerationOptions(max_new_tokens=6, num_beams=2, consensus=3, repetition_penalty=1.0)
-    input_ids, attention_mask, _ = generator._batch([ABSTRACT, "quantum field theory"], None, options)
-    pools = generator._pool(input_ids, attention_mask, options, None)
+    titles = generator.generate([ABSTRACT], options)[0]
+    assert len(loads) == 2 and len(generator.members) == 1
+    assert titles == generator.generate([ABSTRACT], options)[0]  # seeded: the same title every time
+    input_ids, attention_mask = _tensors(generator, [ABSTRACT, "quantum field theory"])
+    pools = decode([generator.model, *generator.members], generator.tokenizer, input_ids, attention_mask, options)
     assert [len(pool) for pool in pools] == [2 * (2 + 3)] * 2  # each model's 2 beams and 3 samples
     alone = TitleGenerator.load(ensemble_dir / "ensemble" / "tripled", dtype="fp32")
-    assert pools[0][5:7] == [generator.tokenizer.decode(s, skip_special_tokens=True)
-                             for s in _beams(alone, options)]  # the member's beams, as it decodes alone
-    titles = generator.generate([ABSTRACT], options)[0]
-    assert titles == generator.generate([ABSTRACT], options)[0]  # seeded: the same title every time
-    # without consensus an ensemble run titles as its own adapter alone
-    plain = GenerationOptions(max_new_tokens=6)
-    assert generator([ABSTRACT], plain) == main([ABSTRACT], plain)
+    beams = beam_search(alone.model, input_ids, attention_mask, num_beams=2, max_new_tokens=6,
+                        eos_token_id=alone.tokenizer.eos_token_id)[0]
+    assert pools[0][5:7] == [alone.tokenizer.decode(s, skip_special_tokens=True) for s in beams]  # as it decodes alone
+    assert generator([ABSTRACT], plain)
 
 
-def _beams(generator, options):
-    from chatgentitle.beam import beam_search
+def _tensors(generator, abstracts):
+    """Left-padded prompts, as TitleGenerator builds them."""
+    import torch
 
-    input_ids, attention_mask, _ = generator._batch([ABSTRACT, "quantum field theory"], None, options)
-    return beam_search(generator.model, input_ids, attention_mask, num_beams=2, max_new_tokens=6,
-                       eos_token_id=generator.tokenizer.eos_token_id)[0]
+    from chatgentitle.prompt import encode_prompt
+
+    prompts = [encode_prompt(generator.template, generator.tokenizer, a, None, generator.max_prompt_tokens)
+               for a in abstracts]
+    width, pad = max(map(len, prompts)), generator.tokenizer.pad_token_id
+    return (torch.tensor([[pad] * (width - len(p)) + p for p in prompts]),
+            torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts]))
 
 
 def test_ensemble_member_needs_the_same_base(ensemble_dir, tmp_path):

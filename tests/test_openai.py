@@ -5,7 +5,7 @@ import json
 
 import httpx
 import pytest
-from conftest import SERVER_KEY
+from helpers import SERVER_KEY
 
 openai = pytest.importorskip("openai")
 
@@ -70,9 +70,9 @@ def test_wrong_key_unknown_model_and_bad_bodies(tiny_server, client):
 
 
 def test_two_adapters_over_one_base_answer_as_two_models(run_dir, tiny_model_dir, tmp_path):
-    from conftest import paper_row, serving
+    from helpers import paper_row, serving
 
-    from chatgentitle.api import create_app
+    from chatgentitle.server import create_app
     from chatgentitle.config import GenerationOptions, TrainConfig
     from chatgentitle.generate import TitleGenerator
     from chatgentitle.train import train

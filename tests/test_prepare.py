@@ -5,7 +5,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from conftest import DATA, paper_row, shared_path
+from helpers import DATA, paper_row, shared_path
 
 from chatgentitle.cli import cli
 from chatgentitle.prompt import SEED_INSTRUCTION

@@ -7,7 +7,7 @@ import time
 from collections import deque
 
 from click.testing import CliRunner
-from conftest import SERVER_KEY
+from helpers import SERVER_KEY
 from oai_server import LoopbackServer
 
 from chatgentitle.cli import cli
@@ -116,7 +116,7 @@ def test_a_persisting_failure_stops_the_batch_and_a_rerun_completes_it(tmp_path)
 
 
 def test_eval_scores_a_remote_system_beside_the_local_one(tiny_generator, tiny_server, run_dir, tmp_path):
-    from conftest import paper_row
+    from helpers import paper_row
 
     data = tmp_path / "test.jsonl"
     data.write_text("".join(json.dumps({k: paper_row(i)[k] for k in ("id", "title", "abstract", "categories",
@@ -136,12 +136,13 @@ def test_eval_scores_a_remote_system_beside_the_local_one(tiny_generator, tiny_s
 def test_serve_and_web_ui_can_front_a_remote_backend(tiny_generator, tiny_server):
     from fastapi.testclient import TestClient
 
-    from chatgentitle.api import create_app
+    from chatgentitle.server import create_app
     from chatgentitle.web import build_demo
 
     remote = RemoteTitles(tiny_server, tiny_generator.name, api_key=KEY, chat=True)
-    proxy = TestClient(create_app(remote))
+    app = create_app([remote])
+    proxy = TestClient(app)
     answer = proxy.post("/v1/titles", json={"abstract": ABSTRACTS[0], "options": {"max_new_tokens": 6}})
     assert answer.status_code == 200
     assert answer.json()["results"][0]["title"] == tiny_generator(ABSTRACTS[:1], GenerationOptions(max_new_tokens=6))[0]
-    assert build_demo(remote).get_config_file()["components"]  # the UI builds around it
+    assert build_demo(app.state.service).get_config_file()["components"]  # the UI builds around it

@@ -4,7 +4,7 @@ import shutil
 import socket
 
 import pytest
-from conftest import serving
+from helpers import serving
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ABSTRACT = "we propose a novel method for learning graph neural networks"
@@ -18,22 +18,24 @@ def free_port() -> int:
 
 @pytest.fixture
 def server(fake_generator):
-    import gradio as gr
-
-    from chatgentitle.api import create_app
     from chatgentitle.ranking import Ranker
+    from chatgentitle.server import create_app, with_ui
+
+    with serving(with_ui(create_app([fake_generator], Ranker()))) as url:
+        yield url
+
+
+def demo_config(source) -> dict:
+    from chatgentitle.server import create_app
     from chatgentitle.web import build_demo
 
-    app = gr.mount_gradio_app(create_app(fake_generator), build_demo(fake_generator, Ranker()), path="/")
-    with serving(app) as url:
-        yield url
+    return build_demo(create_app([source]).state.service).get_config_file()
 
 
 def test_ui_has_the_seed_boxes(fake_generator):
     from chatgentitle.prompt import SEED_INSTRUCTION
-    from chatgentitle.web import build_demo
 
-    config = build_demo(fake_generator).get_config_file()
+    config = demo_config(fake_generator)
     labels = {c["props"].get("label"): c["props"].get("value") for c in config["components"]}
     assert labels["Instruction"] == SEED_INSTRUCTION
     assert "Input" in labels and "Title" in labels
@@ -43,9 +45,8 @@ def test_sliders_have_the_bounds_and_defaults_of_generation_options(fake_generat
     import dataclasses
 
     from chatgentitle.generate import GenerationOptions
-    from chatgentitle.web import build_demo
 
-    sliders = {c["props"]["label"]: c["props"] for c in build_demo(fake_generator).get_config_file()["components"]
+    sliders = {c["props"]["label"]: c["props"] for c in demo_config(fake_generator)["components"]
                if c["type"] == "slider"}
     for option in dataclasses.fields(GenerationOptions):
         if "range" in option.metadata:

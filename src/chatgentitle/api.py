@@ -8,7 +8,6 @@ OpenAPI document states what the handlers enforce: required fields, one-of, leng
 every status code a route answers, with its body.
 """
 
-from __future__ import annotations
 
 import asyncio
 import dataclasses

@@ -85,19 +85,27 @@ def _ready(model, device: str, quantize: str | None):
     return model
 
 
-def _load_members(adapter: Path, base_model: str, dtype, device: str, quantize: str | None = None,
+def _members_of(adapter: Path, base_model: str) -> list[Path]:
+    """The ensemble members' adapter dirs of a run dir (checked now: loading them waits for a consensus)."""
+    found = []
+    for member in RunDir(adapter).members():
+        if member.describe().base_model != base_model:
+            raise ModelError(f"{member.path}: an ensemble member needs the run's base model, {base_model}")
+        found.append(member.path)
+    return found
+
+
+def _load_members(folders: list[Path], base_model: str, dtype, device: str, quantize: str | None = None,
                   merge: bool = True) -> list:
-    """The ensemble members of a run dir, each merged into its own copy of the base model."""
+    """Ensemble members, each merged into its own copy of the base model."""
     from peft import PeftModel
 
     from chatgentitle.modeling import load_base
 
     members = []
-    for member in RunDir(adapter).members():
-        if member.describe().base_model != base_model:
-            raise ModelError(f"{member.path}: an ensemble member needs the run's base model, {base_model}")
+    for folder in folders:
         model, _ = load_base(base_model, dtype=dtype, quantize=quantize)
-        model = PeftModel.from_pretrained(model, member.path)
+        model = PeftModel.from_pretrained(model, folder)
         members.append(_ready(model.merge_and_unload() if merge and not quantize else model, device, quantize))
     return members
 
@@ -184,7 +192,8 @@ class TitleGenerator:
             model = PeftModel.from_pretrained(model, adapter)
             if merge and not quantize:  # one matmul per layer instead of two: faster decoding
                 model = model.merge_and_unload()
-            members = partial(_load_members, adapter, base_model, torch_dtype, device, quantize, merge)
+            members = partial(_load_members, _members_of(adapter, base_model), base_model, torch_dtype, device,
+                              quantize, merge)
         model = _ready(model, device, quantize)
         # the packaged default adapter answers as "chatgentitle" (its model id in the OpenAI API)
         name = Path(run_dir).name if run_dir else ("chatgentitle" if adapter else f"{base_model} (zero-shot)")
@@ -214,7 +223,8 @@ class TitleGenerator:
                 model = PeftModel.from_pretrained(model, folder, adapter_name=name)
         model, lock = _ready(model, device, None), threading.Lock()
         return [cls(model, tokenizer, infos[name].template, max(64, infos[name].cutoff_len), name=name,
-                    adapter=name, lock=lock, members=partial(_load_members, dirs[name], bases[0], dtype, device))
+                    adapter=name, lock=lock,
+                    members=partial(_load_members, _members_of(dirs[name], bases[0]), bases[0], dtype, device))
                 for name in dirs]
 
     # ------------------------------------------------------------------ generation

@@ -5,7 +5,6 @@ Fields this server does not use are ignored, as OpenAI-compatible servers do; `n
 candidates; streams send each title whole (beam search settles titles only at the end).
 """
 
-from __future__ import annotations
 
 import json
 import time
