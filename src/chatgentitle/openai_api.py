@@ -24,7 +24,9 @@ Prompt = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CH
 Text = Annotated[str, StringConstraints(max_length=MAX_ABSTRACT_CHARS)]
 AbstractText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ABSTRACT_CHARS, pattern=r"\S")]
 ERRORS = responses(401, 404, 413, 422, 503)
-STREAM = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+SSE_EVENT = {"type": "object", "required": ["data"],  # each event: a JSON chunk, then "[DONE]"
+             "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}
+STREAM = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
                 "description": "JSON, or server-sent events with stream: true."}}
 
 
@@ -64,7 +66,8 @@ class OpenAIRequest(BaseModel):
         wanted = self.max_completion_tokens or self.max_tokens or GenerationOptions.max_new_tokens
         options = {"num_candidates": self.n, "max_new_tokens": max(low, min(high, wanted))}
         if self.temperature:  # sampling, as a client asking for a temperature expects
-            options.update(do_sample=True, temperature=max(0.01, self.temperature), top_p=self.top_p or 1.0)
+            options.update(do_sample=True, temperature=max(0.01, self.temperature),
+                           top_p=max(0.01, self.top_p or 1.0))  # our bounds: OpenAI allows smaller
         return GenerationOptions(**options)
 
     def include_usage(self) -> bool:
@@ -79,10 +82,7 @@ USER_WITH_TEXT = {"type": "object", "required": ["role", "content"],
 class ChatRequest(OpenAIRequest):
     """A chat completion: the last user message with text is the abstract."""
 
-    model_config = ConfigDict(extra="ignore", json_schema_extra={
-        "properties": {"messages": {"contains": USER_WITH_TEXT}}})
-
-    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=64, json_schema_extra={"contains": USER_WITH_TEXT})
 
     def abstract(self) -> str | None:
         """The last user message with text (parts joined, cut to the abstract's bound), if any."""

@@ -116,7 +116,8 @@ def with_ui(app, api_key: str | None = None):
         return hmac.compare_digest(password.encode(), api_key.encode())  # constant time
 
     return gr.mount_gradio_app(app, build_demo(app.state.service), path="/", auth=login if api_key else None,
-                               auth_message="Sign in with any user name; the password is the server's API key.")
+                               auth_message="Sign in with any user name; the password is the server's API key.",
+                               run_history=False)  # no record of other users' abstracts
 
 
 def serve(cfg: ServeConfig, spec, named_models: dict[str, str] | None = None, echo=print) -> None:

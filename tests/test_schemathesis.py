@@ -1,0 +1,49 @@
+"""The OpenAPI document tells the truth: schemathesis generates requests from it against the real app
+(the tiny model behind it, the API key set) and checks every answer against it, on every route."""
+
+import pytest
+from helpers import SERVER_KEY
+
+schemathesis = pytest.importorskip("schemathesis")
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402  (hypothesis comes with schemathesis)
+from schemathesis.checks import not_a_server_error  # noqa: E402
+from schemathesis.specs.openapi.checks import (  # noqa: E402
+    content_type_conformance,
+    positive_data_acceptance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+          positive_data_acceptance]
+
+
+@pytest.fixture(scope="module")
+def api_schema(tiny_generator):
+    from chatgentitle.server import create_app
+
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app([tiny_generator], api_key=SERVER_KEY))
+
+
+ROUTES = [("GET", "/health"), ("POST", "/v1/titles"), ("GET", "/v1/models"), ("POST", "/v1/completions"),
+          ("POST", "/v1/chat/completions")]
+
+
+def test_every_route_is_fuzzed(api_schema):
+    found = {(r.ok().method.upper(), r.ok().path) for r in api_schema.get_all_operations()}
+    assert found == set(ROUTES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_schemathesis(api_schema, method, path):
+    """>= 100 generated requests per route, every check clean."""
+    from hypothesis import given
+
+    @given(case=api_schema[path][method].as_strategy())
+    @settings(max_examples=100, deadline=None, phases=[Phase.explicit, Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    def fuzz(case):
+        case.call_and_validate(headers={"Authorization": f"Bearer {SERVER_KEY}"}, checks=CHECKS)
+
+    fuzz()
