@@ -148,3 +148,42 @@ def test_queued_requests_past_their_deadline_never_reach_the_model():
     assert codes == [503] * 4
     time.sleep(0.5)
     assert len(slow.calls) <= 2  # the first batch ran (and stopped early); the queued ones were dropped
+
+
+def test_work_that_cannot_finish_is_refused_at_once_and_every_request_is_answered(caplog):
+    """4 requests in flight whose one batch (1.3 s) would outlast the 1 s deadline: micro-batches are sized
+    from the measured cost, work that cannot finish gets 503 + Retry-After at once, the client retries,
+    every abstract gets its title, and no decoding is stopped at a deadline."""
+    import logging
+
+    from helpers import serving
+
+    from chatgentitle.remote import RemoteTitles
+
+    slow = FakeGenerator(delay_seconds=0.1, seconds_per_abstract=0.3)  # 0.4 s alone, 1.3 s for 4
+    abstracts = [f"paper {i} text" for i in range(4)]
+    caplog.set_level(logging.DEBUG)
+    with serving(create_app([slow], request_timeout=1.0)) as url:
+        remote = RemoteTitles(url + "/v1", "fake", chat=True, concurrency=4, backoff_seconds=0.05)
+        found = remote.generate(abstracts)
+    assert [titles[0] for titles in found] == [f"Paper {i} Text Candidate 0" for i in range(4)]
+    assert remote.retries >= 1  # some were refused early and retried after Retry-After
+    assert slow.stopped_early == 0  # no batch ran into its deadline
+    assert all(0.1 + 0.3 * size <= 1.0 for size, _ in slow.calls)
+    assert "Future exception was never retrieved" not in caplog.text
+
+
+def test_a_request_stopped_at_its_deadline_leaves_no_unretrieved_future(caplog):
+    import gc
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    slow = FakeGenerator(delay_seconds=3.0)
+    client = TestClient(create_app(slow, request_timeout=0.3))
+    assert client.post("/v1/titles", json={"abstract": ABSTRACT}).status_code == 503
+    deadline = time.monotonic() + 3
+    while not slow.stopped_early and time.monotonic() < deadline:
+        time.sleep(0.01)
+    client.close()
+    gc.collect()
+    assert "Future exception was never retrieved" not in caplog.text

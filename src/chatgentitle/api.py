@@ -112,6 +112,8 @@ async def answer(service: TitleService, submit, *args, **kwargs) -> list:
     waiter = asyncio.wrap_future(job.future)
     try:
         return await asyncio.wait_for(asyncio.shield(waiter), service.request_timeout)
+    except Busy as err:  # refused in the queue: it could no longer finish in time
+        raise HTTPException(status_code=503, detail=str(err), headers={"Retry-After": str(err.retry_after)}) from None
     except (TimeoutError, asyncio.CancelledError) as err:  # the deadline passed, or the client went away
         job.abandoned.set()  # the worker skips it, or stops the decoding it is in
         waiter.add_done_callback(_retrieve)  # the worker's TimeoutError is then nobody's news

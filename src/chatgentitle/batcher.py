@@ -99,10 +99,20 @@ class MicroBatcher:
     def _run(self) -> None:
         while True:
             batch = self._next_batch()
-            wanted = [job for job in batch if job.wanted()]  # nobody waits for the others
+            wanted = [job for job in batch if job.wanted() and not self._refused(job)]  # nobody waits for the others
             self._answer(wanted)
             with self._lock:
                 self.backlog = max(0.0, self.backlog - sum(job.estimate for job in batch))
+
+    def _refused(self, job: Job) -> bool:
+        """Refuse (Busy) a queued job that can no longer finish in time: accepted before the cost was
+        measured, or behind slower work. Better an early 503 than a decoding stopped at the deadline."""
+        needed = self.estimate(len(job.texts), job.key)
+        if needed <= job.deadline - time.monotonic():
+            return False
+        job.future.set_exception(Busy(f"busy: ~{needed:.0f} s of decoding no longer fits before the deadline",
+                                      self.backlog))
+        return True
 
     def _next_batch(self) -> list[Job]:
         """The oldest job and the queued jobs of its key that fit: at most max_batch texts, and as many as
