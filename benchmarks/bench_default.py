@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
 
+    from chatgentitle.config import DecodingMode
     from chatgentitle.generate import TitleGenerator
 
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()[: args.papers]]
@@ -55,8 +56,9 @@ def main() -> None:
         titles, rate = timed_batches(decode, abstracts, args.batch_size)
         p50, p95 = latencies(decode, abstracts[: args.latency_papers])
         words = sum(len(t.split()) for t in titles) / len(titles)
-        members = f" × {1 + len(generator.members)} models" if generator.members and options.by_consensus else ""
-        chosen = f", consensus with {options.consensus} samples{members}" if options.by_consensus else ""
+        by_consensus = options.mode is DecodingMode.CONSENSUS
+        members = f" × {1 + len(generator.members)} models" if by_consensus and generator.members else ""
+        chosen = f", consensus with {options.consensus} samples{members}" if by_consensus else ""
         results.append([name, f"{options.num_beams} beams{chosen}, length penalty {options.length_penalty}",
                         generator.max_prompt_tokens, rate, f"{p50:.2f}", f"{p95:.2f}",
                         f"{rouge_l(titles, references):.1f}", f"{words:.1f}"])

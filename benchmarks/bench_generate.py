@@ -34,9 +34,11 @@ def transformers_beams(generator, abstracts, options):
     """The decoding TitleGenerator used before: transformers' generate with num_beams."""
     import torch
 
-    from chatgentitle.generate import pick_titles
+    from chatgentitle.ranking import pick_titles
 
-    input_ids, attention_mask, kwargs = generator._batch(abstracts, None, options)
+    input_ids, attention_mask = generator.encode(abstracts)
+    tokens = {"pad_token_id": generator.tokenizer.pad_token_id, "eos_token_id": generator.tokenizer.eos_token_id}
+    kwargs = options.generate_kwargs() | tokens
     with torch.inference_mode():
         output = generator.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     flat = generator.tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
@@ -49,10 +51,10 @@ def consensus(generator, abstracts, options):
     from rouge_score import rouge_scorer
 
     from chatgentitle.decoding import beam_search
-    from chatgentitle.generate import pick_titles
+    from chatgentitle.ranking import pick_titles
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    input_ids, attention_mask, _ = generator._batch(abstracts, None, options)
+    input_ids, attention_mask = generator.encode(abstracts)
     chosen = []
     for seqs in beam_search(generator.model, input_ids, attention_mask, num_beams=options.num_beams,
                             max_new_tokens=options.max_new_tokens, eos_token_id=generator.tokenizer.eos_token_id,
@@ -134,7 +136,7 @@ def main() -> None:
     # the floor: one forward pass over each batch of prompts, logits for the last position only
     prompt_tokens, prefill_seconds = 0, 0.0
     for i in range(0, len(abstracts), args.batch_size):
-        input_ids, attention_mask, _ = generator._batch(abstracts[i:i + args.batch_size], None, beams)
+        input_ids, attention_mask = generator.encode(abstracts[i:i + args.batch_size])
         began = time.perf_counter()
         with torch.inference_mode():
             generator.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1)

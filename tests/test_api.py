@@ -6,8 +6,8 @@ from fastapi.testclient import TestClient
 from helpers import FakeGenerator
 
 from chatgentitle.batcher import MAX_ABSTRACT_CHARS
-from chatgentitle.server import create_app
 from chatgentitle.ranking import Ranker
+from chatgentitle.server import create_app
 
 ABSTRACT = "we propose a novel method for learning graph neural networks"
 
@@ -187,3 +187,19 @@ def test_a_request_stopped_at_its_deadline_leaves_no_unretrieved_future(caplog):
     client.close()
     gc.collect()
     assert "Future exception was never retrieved" not in caplog.text
+
+
+def test_queued_work_beyond_the_deadline_is_refused_once_the_cost_is_known():
+    slow = FakeGenerator(seconds_per_abstract=0.3)
+    client = TestClient(create_app(slow, request_timeout=1.5))
+    began = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda i: (client.post("/v1/titles", json={"abstract": f"p {i}"}), time.monotonic()),
+                                range(12)))
+    ok = [r for r, _ in answers if r.status_code == 200]
+    refused = [(r, t) for r, t in answers if r.status_code == 503]
+    assert ok and refused and len(ok) + len(refused) == 12
+    for response, _ in refused:  # refused as soon as the first batch had measured the cost, not at the deadline
+        assert "deadline allows" in response.json()["detail"] and int(response.headers["Retry-After"]) >= 1
+    assert slow.stopped_early == 0
+    assert max(t for _, t in refused) - began < 1.0

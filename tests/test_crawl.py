@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,10 @@ from helpers import shared_path
 from lxml import etree
 from oai_server import FixtureServer, OAIServer, make_records
 
+from chatgentitle import arxiv_formats as formats
 from chatgentitle import crawl as arxiv
 from chatgentitle.cli import cli
-from chatgentitle.records import category_matches
+from chatgentitle.records import ArxivRecord, category_matches
 from chatgentitle.store import PaperStore
 
 
@@ -111,7 +113,7 @@ def test_cli_exits_non_zero_on_a_persisting_bad_answer_and_status_says_why(tmp_p
 
 def test_list_checks_on_recorded_style_answers():
     def check(xml: str, continuation=False):
-        arxiv.check_list_answer(etree.fromstring(xml.encode()), continuation)
+        formats.check_list_answer(etree.fromstring(xml.encode()), continuation)
 
     oai = '<OAI-PMH xmlns="http://www.openarchives.org/OAI/2.0/">{}</OAI-PMH>'
     record = "<record><header><identifier>x</identifier></header></record>"
@@ -180,11 +182,11 @@ def test_gives_up_with_a_clear_error(tmp_path):
 
 def test_newer_version_wins(tmp_path):
     with PaperStore(tmp_path / "p.db") as store:
-        base = {"id": "2605.00001", "title": "Old", "abstract": "a", "categories": "cs.LG", "version": 2}
+        base = ArxivRecord("2605.00001", "Old", "a", "cs.LG", version=2)
         store.save_page([base])
-        store.save_page([{**base, "title": "Older", "version": 1}])
+        store.save_page([replace(base, title="Older", version=1)])
         assert store.get("2605.00001")["title"] == "Old"
-        store.save_page([{**base, "title": "New", "version": 3}])
+        store.save_page([replace(base, title="New", version=3)])
         assert store.get("2605.00001")["title"] == "New" and store.count() == 1
         assert [r["title"] for r in store.search("new")] == ["New"]
 
@@ -253,40 +255,40 @@ def parse(name):
 
 
 def test_own_oai_pages_parse():
-    page = arxiv.parse_oai_page(parse("oai_ListRecords_arXiv.xml"))
-    assert [r["id"] for r in page.records] == ["2605.00017", "2605.00021"]  # the deleted record is skipped
+    page = formats.parse_oai_page(parse("oai_ListRecords_arXiv.xml"))
+    assert [r.id for r in page.records] == ["2605.00017", "2605.00021"]  # the deleted record is skipped
     assert page.resumption_token == "7263541|1001" and page.complete_list_size == 5
     assert page.response_date == "2026-05-04"
     first = page.records[0]
-    assert first["title"] == "Sparse Mixtures of Experts for Long-Context Retrieval"
-    assert first["abstract"].startswith("We study sparse mixtures") and "\n" not in first["abstract"]
-    assert first["authors"] == "Maria Rossi, Wei Chen Jr" and first["categories"] == "cs.CL cs.LG"
-    assert first["update_date"] == "2026-05-01" and first["datestamp"] == "2026-05-02"
-    assert page.records[1]["update_date"] == "2026-05-01" and page.records[1]["doi"] == "10.1000/example.2026.21"
-    raw = arxiv.parse_oai_page(parse("oai_ListRecords_arXivRaw.xml"))
+    assert first.title == "Sparse Mixtures of Experts for Long-Context Retrieval"
+    assert first.abstract.startswith("We study sparse mixtures") and "\n" not in first.abstract
+    assert first.authors == "Maria Rossi, Wei Chen Jr" and first.categories == "cs.CL cs.LG"
+    assert first.update_date == "2026-05-01" and first.datestamp == "2026-05-02"
+    assert page.records[1].update_date == "2026-05-01" and page.records[1].doi == "10.1000/example.2026.21"
+    raw = formats.parse_oai_page(parse("oai_ListRecords_arXivRaw.xml"))
     paper = raw.records[0]
-    assert paper["id"] == "hep-th/9901001" and paper["version"] == 2 and paper["update_date"] == "2026-05-03"
-    assert paper["title"] == "Spectra of a Toy Quantum Field Theory" and raw.resumption_token is None
-    arxiv.check_list_answer(parse("oai_ListRecords_arXiv.xml"), continuation=False)
-    arxiv.check_list_answer(parse("oai_ListRecords_arXivRaw.xml"), continuation=True)  # 3 + 1 of 4: complete
+    assert paper.id == "hep-th/9901001" and paper.version == 2 and paper.update_date == "2026-05-03"
+    assert paper.title == "Spectra of a Toy Quantum Field Theory" and raw.resumption_token is None
+    formats.check_list_answer(parse("oai_ListRecords_arXiv.xml"), continuation=False)
+    formats.check_list_answer(parse("oai_ListRecords_arXivRaw.xml"), continuation=True)  # 3 + 1 of 4: complete
     with pytest.raises(arxiv.OAIError) as err:
-        arxiv.parse_oai_page(parse("oai_error_badResumptionToken.xml"))
+        formats.parse_oai_page(parse("oai_error_badResumptionToken.xml"))
     assert err.value.code == "badResumptionToken"
 
 
 def test_own_api_and_rss_responses_parse():
-    papers, total = arxiv.parse_atom(parse("api_query_id_list.xml"))
-    assert total == 2 and [p["id"] for p in papers] == ["2605.00017", "hep-th/9901001"]
-    assert papers[0]["categories"] == "cs.CL cs.LG"  # the primary category first
-    assert papers[0]["title"] == "Sparse Mixtures of Experts for Long-Context Retrieval"
-    assert papers[1]["version"] == 2 and papers[1]["journal-ref"] == "Toy Phys. 1 (1999) 1"
+    papers, total = formats.parse_atom(parse("api_query_id_list.xml"))
+    assert total == 2 and [p.id for p in papers] == ["2605.00017", "hep-th/9901001"]
+    assert papers[0].categories == "cs.CL cs.LG"  # the primary category first
+    assert papers[0].title == "Sparse Mixtures of Experts for Long-Context Retrieval"
+    assert papers[1].version == 2 and papers[1].journal_ref == "Toy Phys. 1 (1999) 1"
     with pytest.raises(arxiv.CrawlError, match="incorrect id format for 2605.bad"):
-        arxiv.parse_atom(parse("api_error.xml"))
-    items = arxiv.parse_rss(parse("rss_cs.AI.xml"))
-    assert [(p["id"], p["source"]) for p in items] == [
+        formats.parse_atom(parse("api_error.xml"))
+    items = formats.parse_rss(parse("rss_cs.AI.xml"))
+    assert [(p.id, p.source) for p in items] == [
         ("2605.00101", "rss:new"), ("2604.31100", "rss:replace"), ("2605.00133", "rss:cross")]
-    assert items[0]["abstract"].startswith("We let a language model plan") and items[0]["update_date"] == "2026-05-04"
-    assert items[0]["authors"] == "Lena Vogel, Tomas Ruiz" and items[1]["version"] == 2
+    assert items[0].abstract.startswith("We let a language model plan") and items[0].update_date == "2026-05-04"
+    assert items[0].authors == "Lena Vogel, Tomas Ruiz" and items[1].version == 2
 
 
 def test_cli_ids_and_rss_store_what_the_recorded_answers_hold(tmp_path):
@@ -325,32 +327,32 @@ def test_every_harvests_again_until_sigterm(tmp_path):
 def test_shared_oai_pages_parse():
     folder = shared_path("fixtures", "oai_pmh")
     name = "litpuvn_arxiv-oai-harvester__ListRecords_arXivRaw_2016-10-21.xml"
-    page = arxiv.parse_oai_page(etree.parse(str(folder / name)).getroot())
+    page = formats.parse_oai_page(etree.parse(str(folder / name)).getroot())
     assert len(page.records) == 387 and page.resumption_token == "1403493|1001"
     assert page.complete_list_size == 1440
     first = page.records[0]
-    assert first["id"] == "0803.4354" and first["version"] == 6 and first["update_date"] == "2016-10-20"
-    assert all("\n" not in r["abstract"] and "  " not in r["title"] for r in page.records)
-    raw = arxiv.parse_oai_page(etree.parse(str(folder / "hepcrawl__sample_arxiv_record0.xml")).getroot())
-    assert raw.records[0]["authors"].startswith("Planck Collaboration, Jieci Wang")
+    assert first.id == "0803.4354" and first.version == 6 and first.update_date == "2016-10-20"
+    assert all("\n" not in r.abstract and "  " not in r.title for r in page.records)
+    raw = formats.parse_oai_page(etree.parse(str(folder / "hepcrawl__sample_arxiv_record0.xml")).getroot())
+    assert raw.records[0].authors.startswith("Planck Collaboration, Jieci Wang")
     for code in ("BadArgument", "BadResumptionToken", "BadVerb", "IdDoesNotExist", "NoRecordsMatch"):
         root = etree.parse(str(folder / f"mikesaelim_arXivOAIHarvester__ErrorResponse{code}.xml")).getroot()
         with pytest.raises(arxiv.OAIError) as err:
-            arxiv.parse_oai_page(root)
+            formats.parse_oai_page(root)
         assert err.value.code.lower() == code.lower()
 
 
 def test_shared_api_and_rss_parse():
     api = shared_path("fixtures", "api_atom")
-    papers, total = arxiv.parse_atom(etree.parse(str(api / "id_1605.08386_s0_m100_199195aa31ad.xml")).getroot())
-    assert total == 1 and papers[0]["id"] == "1605.08386" and papers[0]["categories"] == "math.CO math.ST"
-    assert papers[0]["authors"] == "Caprice Stanley, Tobias Windisch"
+    papers, total = formats.parse_atom(etree.parse(str(api / "id_1605.08386_s0_m100_199195aa31ad.xml")).getroot())
+    assert total == 1 and papers[0].id == "1605.08386" and papers[0].categories == "math.CO math.ST"
+    assert papers[0].authors == "Caprice Stanley, Tobias Windisch"
     with pytest.raises(arxiv.CrawlError, match="incorrect id format"):
-        arxiv.parse_atom(etree.parse(str(api / "aioarxiv-0.2.2__tests_data_error_response.xml")).getroot())
+        formats.parse_atom(etree.parse(str(api / "aioarxiv-0.2.2__tests_data_error_response.xml")).getroot())
     rss = next(shared_path("fixtures", "rss").glob("*.xml"))
-    items = arxiv.parse_rss(etree.parse(str(rss)).getroot())
+    items = formats.parse_rss(etree.parse(str(rss)).getroot())
     assert len(items) == 123
-    assert {p["source"] for p in items} == {"rss:new", "rss:cross", "rss:replace", "rss:replace-cross"}
+    assert {p.source for p in items} == {"rss:new", "rss:cross", "rss:replace", "rss:replace-cross"}
     first = items[0]
-    assert first["id"] == "2403.15527" and first["update_date"] == "2024-03-26"
-    assert first["abstract"].startswith("Conformal prediction equips") and "Abstract:" not in first["abstract"]
+    assert first.id == "2403.15527" and first.update_date == "2024-03-26"
+    assert first.abstract.startswith("Conformal prediction equips") and "Abstract:" not in first.abstract

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from chatgentitle.decoding import SHARED, beam_search, sample
 
 PROMPTS = ["we propose a novel method", "graph neural networks for quantum field theory spectra of the data",

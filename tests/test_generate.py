@@ -263,7 +263,7 @@ def test_ensemble_members_join_the_consensus(ensemble_dir, generator, monkeypatc
     titles = generator.generate([ABSTRACT], options)[0]
     assert len(loads) == 2 and len(generator.members) == 1
     assert titles == generator.generate([ABSTRACT], options)[0]  # seeded: the same title every time
-    input_ids, attention_mask = _tensors(generator, [ABSTRACT, "quantum field theory"])
+    input_ids, attention_mask = generator.encode([ABSTRACT, "quantum field theory"])
     pools = decode([generator.model, *generator.members], generator.tokenizer, input_ids, attention_mask, options)
     assert [len(pool) for pool in pools] == [2 * (2 + 3)] * 2  # each model's 2 beams and 3 samples
     alone = TitleGenerator.load(ensemble_dir / "ensemble" / "tripled", dtype="fp32")
@@ -271,19 +271,6 @@ def test_ensemble_members_join_the_consensus(ensemble_dir, generator, monkeypatc
                         eos_token_id=alone.tokenizer.eos_token_id)[0]
     assert pools[0][5:7] == [alone.tokenizer.decode(s, skip_special_tokens=True) for s in beams]  # as it decodes alone
     assert generator([ABSTRACT], plain)
-
-
-def _tensors(generator, abstracts):
-    """Left-padded prompts, as TitleGenerator builds them."""
-    import torch
-
-    from chatgentitle.prompt import encode_prompt
-
-    prompts = [encode_prompt(generator.template, generator.tokenizer, a, None, generator.max_prompt_tokens)
-               for a in abstracts]
-    width, pad = max(map(len, prompts)), generator.tokenizer.pad_token_id
-    return (torch.tensor([[pad] * (width - len(p)) + p for p in prompts]),
-            torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts]))
 
 
 def test_ensemble_member_needs_the_same_base(ensemble_dir, tmp_path):

@@ -72,9 +72,9 @@ def test_wrong_key_unknown_model_and_bad_bodies(tiny_server, client):
 def test_two_adapters_over_one_base_answer_as_two_models(run_dir, tiny_model_dir, tmp_path):
     from helpers import paper_row, serving
 
-    from chatgentitle.server import create_app
     from chatgentitle.config import GenerationOptions, TrainConfig
     from chatgentitle.generate import TitleGenerator
+    from chatgentitle.server import create_app
     from chatgentitle.train import train
 
     data = tmp_path / "other.jsonl"  # other titles, more steps: another adapter on the same base

@@ -103,6 +103,29 @@ class MicroBatcher:
             self._answer(wanted)
             with self._lock:
                 self.backlog = max(0.0, self.backlog - sum(job.estimate for job in batch))
+                self._sweep()
+
+    def _sweep(self) -> None:
+        """Between batches, with the costs measured so far: refuse at once every queued job that cannot be
+        reached and decoded before its deadline (e.g. accepted before the first measurement), in queue
+        order, and recount the backlog. Called with self._lock held, so no job is submitted meanwhile."""
+        kept, waited = [], 0.0
+        while True:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            job.estimate = self.estimate(len(job.texts), job.key)
+            if not job.wanted():
+                continue  # its request has given up already
+            if waited + job.estimate > job.deadline - time.monotonic():
+                job.future.set_exception(Busy("busy: more work queued than the deadline allows", waited))
+                continue
+            kept.append(job)
+            waited += job.estimate
+        for job in kept:
+            self.jobs.put_nowait(job)
+        self.backlog = waited
 
     def _refused(self, job: Job) -> bool:
         """Refuse (Busy) a queued job that can no longer finish in time: accepted before the cost was

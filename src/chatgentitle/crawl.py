@@ -12,8 +12,6 @@ commits each page and the harvest state in one transaction.
 
 from __future__ import annotations
 
-import email.utils
-import re
 import signal
 import threading
 import time
@@ -25,8 +23,17 @@ from urllib.parse import urlparse
 import httpx
 from lxml import etree
 
+from chatgentitle.arxiv_formats import (
+    CrawlError,
+    OAIError,
+    Page,
+    check_list_answer,
+    parse_atom,
+    parse_oai_page,
+    parse_rss,
+)
 from chatgentitle.http_client import GiveUp, HttpClient, Retryable, user_agent
-from chatgentitle.records import base_id, category_matches, clean_text
+from chatgentitle.records import ArxivRecord, category_matches
 from chatgentitle.store import PaperStore
 
 OAI_ENDPOINT = "https://oaipmh.arxiv.org/oai"  # arXiv's OAI-PMH base URL (export.arxiv.org/oai2 before 2025)
@@ -39,16 +46,6 @@ MAX_RETRY_AFTER_SECONDS = 600.0
 # arXiv archives whose OAI-PMH set is "physics:<archive>"
 PHYSICS_ARCHIVES = {"astro-ph", "cond-mat", "gr-qc", "hep-ex", "hep-lat", "hep-ph", "hep-th", "math-ph",
                     "nlin", "nucl-ex", "nucl-th", "physics", "quant-ph"}
-
-
-class CrawlError(RuntimeError):
-    """A request that failed for good, or a response that says the request was wrong."""
-
-
-class OAIError(CrawlError):
-    def __init__(self, code: str, message: str):
-        super().__init__(f"OAI-PMH error {code}: {message}")
-        self.code = code
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -103,122 +100,10 @@ def _xml(response: httpx.Response, check: Callable[[etree._Element], None] | Non
     return root
 
 
-# --------------------------------------------------------------------------- XML helpers
-def _local(element) -> str:
-    return etree.QName(element).localname
-
-
-def _children(element, name: str) -> list:
-    return [c for c in element if isinstance(c.tag, str) and _local(c) == name]
-
-
-def _text(element, name: str) -> str | None:
-    found = _children(element, name)
-    if not found:
-        return None
-    # itertext joins nested markup; clean_text puts single spaces where the XML had line breaks
-    return clean_text(" ".join(found[0].itertext())) or None
-
-
 def oai_set(category: str) -> str:
     """The OAI-PMH set that holds a category: cs.AI -> cs, hep-th -> physics:hep-th."""
     archive = category.split(".", 1)[0]
     return f"physics:{archive}" if archive in PHYSICS_ARCHIVES else archive
-
-
-# --------------------------------------------------------------------------- OAI-PMH
-@dataclass
-class Page:
-    records: list[dict]
-    resumption_token: str | None
-    response_date: str | None
-    complete_list_size: int | None = None
-
-
-OAI_NS = "http://www.openarchives.org/OAI/2.0/"
-
-
-def check_list_answer(root, continuation: bool) -> None:
-    """Raise Retryable unless `root` is a complete OAI-PMH ListRecords answer (or an OAI error).
-
-    Gateways answer 200 with HTML maintenance pages, empty bodies or envelopes without a list; a
-    list can also end early. Taking any of these for the end of the list would mark the window
-    complete and skip its remaining papers for good, so they are retried like a 5xx. The list
-    ends only with an empty resumptionToken (or, for a list complete in one answer, none at all).
-    """
-    if etree.QName(root).namespace != OAI_NS or _local(root) != "OAI-PMH":
-        raise Retryable(f"not an OAI-PMH answer (root element <{_local(root)}>)")
-    if _children(root, "error"):
-        return
-    lists = _children(root, "ListRecords")
-    if not lists:
-        raise Retryable("an OAI-PMH answer with neither ListRecords nor error")
-    records = len(_children(lists[0], "record"))
-    tokens = _children(lists[0], "resumptionToken")
-    if tokens and (tokens[0].text or "").strip():
-        return  # more pages follow
-    if not tokens and (continuation or not records):
-        raise Retryable("ListRecords ended without a resumptionToken" + (" and without records" if not records
-                                                                           else " on a continuation page"))
-    if tokens:
-        size, cursor = tokens[0].get("completeListSize", ""), tokens[0].get("cursor", "")
-        if size.isdigit() and cursor.isdigit() and int(cursor) + records < int(size):
-            raise Retryable(f"the list ended after {int(cursor) + records} of its {size} records "
-                            "(completeListSize): cut short")
-
-
-def parse_oai_page(root) -> Page:
-    """Records of a ListRecords/GetRecord response in the snapshot schema; raises OAIError."""
-    errors = _children(root, "error")
-    if errors:
-        raise OAIError(errors[0].get("code", "unknown"), clean_text(errors[0].text or ""))
-    records = []
-    for record in root.iter("{*}record"):
-        header = _children(record, "header")[0]
-        if header.get("status") == "deleted":
-            continue
-        metadata = _children(record, "metadata")
-        if not metadata or not len(metadata[0]):
-            continue
-        paper = _parse_arxiv_metadata(metadata[0][0])
-        if paper:
-            paper["datestamp"] = _text(header, "datestamp")
-            records.append(paper)
-    token_el = next(root.iter("{*}resumptionToken"), None)
-    token = (token_el.text or "").strip() if token_el is not None else ""
-    size = token_el.get("completeListSize") if token_el is not None else None
-    response_date = _text(root, "responseDate")
-    return Page(records, token or None, response_date[:10] if response_date else None,
-                int(size) if size and size.isdigit() else None)
-
-
-def _parse_arxiv_metadata(meta) -> dict | None:
-    """Both metadata formats: arXiv (authors as keyname/forenames) and arXivRaw (versions)."""
-    arxiv_id, title, abstract = _text(meta, "id"), _text(meta, "title"), _text(meta, "abstract")
-    if not (arxiv_id and title and abstract):
-        return None
-    authors_el = _children(meta, "authors")
-    if authors_el and _children(authors_el[0], "author"):
-        names = []
-        for author in _children(authors_el[0], "author"):
-            parts = [_text(author, "forenames"), _text(author, "keyname"), _text(author, "suffix")]
-            names.append(" ".join(p for p in parts if p))
-        authors = ", ".join(names)
-    else:
-        authors = _text(meta, "authors") or ""
-    versions = [{"version": v.get("version"), "created": _text(v, "date")} for v in _children(meta, "version")]
-    if versions:  # arXivRaw: the newest version's date
-        updated = email.utils.parsedate_to_datetime(versions[-1]["created"]).date().isoformat()
-    else:  # arXiv: <updated> when revised, else <created>
-        updated = _text(meta, "updated") or _text(meta, "created") or ""
-    return {
-        "id": base_id(arxiv_id), "version": len(versions) or None, "submitter": _text(meta, "submitter"),
-        "authors": authors, "title": title, "comments": _text(meta, "comments"),
-        "journal-ref": _text(meta, "journal-ref"), "doi": _text(meta, "doi"),
-        "report-no": _text(meta, "report-no"), "categories": _text(meta, "categories") or "",
-        "license": _text(meta, "license"), "abstract": abstract, "versions": versions,
-        "update_date": updated[:10], "source": "oai",
-    }
 
 
 def list_records(fetcher: Fetcher, endpoint: str, metadata_prefix: str = "arXiv", set_spec: str | None = None,
@@ -307,7 +192,7 @@ def _harvest_window(store, fetcher, endpoint, metadata_prefix, key, window, toke
             for page in list_records(fetcher, endpoint, metadata_prefix, window.set_spec, window.start,
                                      window.end, resumption_token=token):
                 window.end = window.end or page.response_date
-                kept = [r for r in page.records if category_matches(r["categories"], categories)]
+                kept = [r for r in page.records if category_matches(r.categories, categories)]
                 window.complete = page.resumption_token is None
                 state_update = {"resumption_token": page.resumption_token, "window_from": window.start,
                                 "window_until": window.end}
@@ -340,74 +225,15 @@ def _harvest_window(store, fetcher, endpoint, metadata_prefix, key, window, toke
             raise
 
 
-# --------------------------------------------------------------------------- API (Atom)
-ATOM = "{http://www.w3.org/2005/Atom}"
-ARXIV_ATOM = "{http://arxiv.org/schemas/atom}"
-
-
-def parse_atom(root) -> tuple[list[dict], int]:
-    """(papers, totalResults) from an arXiv API response; raises CrawlError for an error feed."""
-    papers = []
-    for entry in root.iter(f"{ATOM}entry"):
-        entry_id = (entry.findtext(f"{ATOM}id") or "").strip()
-        if "/api/errors" in entry_id:
-            raise CrawlError(f"arXiv API error: {clean_text(entry.findtext(f'{ATOM}summary') or '')}")
-        match = re.search(r"abs/(.+?)(v(\d+))?$", entry_id)
-        if not match:
-            continue
-        categories = [c.get("term") for c in entry.iter(f"{ATOM}category")]
-        primary = entry.find(f"{ARXIV_ATOM}primary_category")
-        if primary is not None and primary.get("term") in categories:
-            categories.remove(primary.get("term"))
-            categories.insert(0, primary.get("term"))
-        papers.append({
-            "id": base_id(match.group(1)), "version": int(match.group(3) or 1),
-            "authors": ", ".join(clean_text(a.findtext(f"{ATOM}name") or "") for a in entry.iter(f"{ATOM}author")),
-            "title": clean_text(entry.findtext(f"{ATOM}title") or ""),
-            "abstract": clean_text(entry.findtext(f"{ATOM}summary") or ""),
-            "categories": " ".join(categories),
-            "comments": entry.findtext(f"{ARXIV_ATOM}comment"),
-            "journal-ref": entry.findtext(f"{ARXIV_ATOM}journal_ref"),
-            "doi": entry.findtext(f"{ARXIV_ATOM}doi"),
-            "update_date": (entry.findtext(f"{ATOM}updated") or "")[:10], "source": "api",
-        })
-    total = root.findtext("{http://a9.com/-/spec/opensearch/1.1/}totalResults")
-    return papers, int(total) if total and total.strip().isdigit() else len(papers)
-
-
-def fetch_ids(fetcher: Fetcher, ids: list[str], endpoint: str = API_ENDPOINT, chunk: int = 100) -> Iterator[dict]:
+def fetch_ids(fetcher: Fetcher, ids: list[str], endpoint: str = API_ENDPOINT,
+              chunk: int = 100) -> Iterator[ArxivRecord]:
     """Papers for arXiv ids (old or new style, with or without version), 100 per request."""
     for start in range(0, len(ids), chunk):
         params = {"id_list": ",".join(ids[start:start + chunk]), "start": 0, "max_results": chunk}
         yield from parse_atom(fetcher.get_xml(endpoint, params))[0]
 
 
-# --------------------------------------------------------------------------- RSS
-_RSS_DESCRIPTION = re.compile(r"^\s*arXiv:(\S+?)(v(\d+))?\s+Announce Type:\s*([\w-]+)\s*Abstract:\s*(.*)$", re.S)
-
-
-def parse_rss(root) -> list[dict]:
-    """Papers of an arXiv RSS listing (2024+ format: 'arXiv:ID Announce Type: new Abstract: ...')."""
-    channel_date = root.findtext("channel/pubDate")
-    date = email.utils.parsedate_to_datetime(channel_date).date().isoformat() if channel_date else ""
-    papers = []
-    for item in root.iter("item"):
-        match = _RSS_DESCRIPTION.match(item.findtext("description") or "")
-        if not match:
-            continue
-        arxiv_id, version, announce, abstract = match.group(1), match.group(3), match.group(4), match.group(5)
-        papers.append({
-            "id": base_id(arxiv_id), "version": int(version or 1),
-            "title": clean_text(item.findtext("title") or ""), "abstract": clean_text(abstract),
-            "categories": " ".join(clean_text(c.text or "") for c in item.findall("category")),
-            "authors": clean_text(item.findtext("{http://purl.org/dc/elements/1.1/}creator") or ""),
-            "license": item.findtext("{http://purl.org/dc/elements/1.1/}rights"),
-            "update_date": date, "source": f"rss:{announce}",
-        })
-    return papers
-
-
-def fetch_rss(fetcher: Fetcher, categories: tuple[str, ...], endpoint: str = RSS_ENDPOINT) -> list[dict]:
+def fetch_rss(fetcher: Fetcher, categories: tuple[str, ...], endpoint: str = RSS_ENDPOINT) -> list[ArxivRecord]:
     return parse_rss(fetcher.get_xml(f"{endpoint}/{'+'.join(categories)}", {}))
 
 

@@ -268,6 +268,12 @@ class TitleGenerator:
         options = replace(options or GenerationOptions(), num_candidates=1)
         return [titles[0] for titles in self.generate(abstracts, options, instruction)]
 
+    def encode(self, abstracts: list[str], instruction: str | None = None):
+        """The left-padded input ids and attention mask of these abstracts' prompts (what decoding.decode
+        takes); each abstract is shortened so that its prompt fits max_prompt_tokens."""
+        return self._tensors([encode_prompt(self.template, self.tokenizer, a, instruction, self.max_prompt_tokens)
+                              for a in abstracts])
+
     def _titles(self, prompts: list[list[int]], options: GenerationOptions, should_stop) -> list[list[str]]:
         from chatgentitle.decoding import decode
 

@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -43,6 +43,23 @@ class Paper:
 
     def to_json(self) -> bytes:
         return orjson.dumps({name: getattr(self, name) for name in self.__slots__})
+
+
+@dataclass(slots=True)
+class ArxivRecord(Paper):
+    """A paper as arXiv's OAI-PMH, API and RSS answers give it: what the crawl store keeps."""
+
+    version: int | None = None  # the newest version's number, when the source says
+    submitter: str | None = None
+    authors: str = ""
+    comments: str | None = None
+    journal_ref: str | None = None
+    doi: str | None = None
+    report_no: str | None = None
+    license: str | None = None
+    versions: list = field(default_factory=list)  # arXivRaw: [{"version": "v1", "created": date}, ...]
+    datestamp: str | None = None  # OAI-PMH: when the record last changed there
+    source: str = ""  # oai, api, rss:new, rss:replace, ...
 
 
 def clean_text(text: str) -> str:

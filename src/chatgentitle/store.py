@@ -16,7 +16,7 @@ from pathlib import Path
 
 import platformdirs
 
-from chatgentitle.records import Paper, clean_text
+from chatgentitle.records import ArxivRecord, Paper, clean_text
 
 COLUMNS = ("id", "version", "submitter", "authors", "title", "comments", "journal_ref", "doi",
            "report_no", "categories", "license", "abstract", "versions", "update_date", "datestamp",
@@ -95,7 +95,7 @@ class PaperStore:
         self.db.close()
 
     # ---------------------------------------------------------------- writing
-    def save_page(self, records: Iterable[dict], state_key: str | None = None, **state) -> int:
+    def save_page(self, records: Iterable[ArxivRecord], state_key: str | None = None, **state) -> int:
         """Upsert a page of records and (optionally) the harvest state, in one transaction."""
         rows = [_row(r) for r in records]
         self.db.execute("BEGIN IMMEDIATE")
@@ -179,15 +179,13 @@ class PaperStore:
         return [_snapshot(r) for r in rows]
 
 
-def _row(record: dict) -> tuple:
-    versions = record.get("versions") or []
+def _row(record: ArxivRecord) -> tuple:
+    versions = record.versions or []
     return (
-        record["id"], int(record.get("version") or len(versions) or 1), record.get("submitter"),
-        clean_text(record.get("authors") or ""), clean_text(record["title"]), record.get("comments"),
-        record.get("journal-ref"), record.get("doi"), record.get("report-no"),
-        clean_text(record.get("categories") or ""), record.get("license"),
-        clean_text(record["abstract"]), json.dumps(versions), record.get("update_date"),
-        record.get("datestamp"), record.get("source"),
+        record.id, int(record.version or len(versions) or 1), record.submitter, clean_text(record.authors or ""),
+        clean_text(record.title), record.comments, record.journal_ref, record.doi, record.report_no,
+        clean_text(record.categories or ""), record.license, clean_text(record.abstract), json.dumps(versions),
+        record.update_date or None, record.datestamp, record.source or None,
     )
 
 
