@@ -4,10 +4,11 @@ Run as: python scripts/package_default_adapter.py runs/ens2
 
 Writes src/chatgentitle/default_adapter/{adapter_config.json, adapter_model.safetensors,
 prompt.json, config.yaml}, and ensemble/NAME/ likewise for each member of an ensemble run; the model
-card (README.md there) is written by hand. Weights keep their dtype: rounded to bf16, a member of
-session 6 changed 11 of 40 consensus titles (sampling turns tiny logit changes into other draws),
+card (README.md there) is written by hand. Weights keep their dtype: rounded to bf16, an ensemble
+member once changed 11 of 40 consensus titles (sampling turns tiny logit changes into other draws),
 so a run is packaged in the dtype its titles were measured with (round it before measuring to ship
-it smaller).
+it smaller). The packaged config.yaml keeps data paths relative to the project (an absolute path of
+the training machine is replaced by its last two parts, e.g. data/train.jsonl).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import json
 import shutil
 import sys
 from pathlib import Path
+
+import yaml
 
 from chatgentitle.run import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RunDir
 
@@ -40,6 +43,11 @@ def copy_adapter(run: RunDir, dest: Path) -> None:
     # the run recorded a path in this machine's cache; record the upstream model instead
     config["base_model_name_or_path"] = HUB_ID.get(base, base)
     (dest / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    settings = yaml.safe_load((dest / "config.yaml").read_text())
+    for key in ("data", "val_data", "output_dir", "init_adapter", "resume_from_checkpoint"):
+        if settings.get(key) and Path(settings[key]).is_absolute():  # no path of the training machine
+            settings[key] = str(Path(*Path(settings[key]).parts[-2:]))
+    (dest / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
 if __name__ == "__main__":

@@ -233,6 +233,16 @@ class TitleService:
         job = Job(texts, decode, key, deadline=time.monotonic() + self.request_timeout)
         return self.batchers[source.name].submit(job)
 
+    def warm_up(self, abstract: str) -> None:
+        """Before serving: decode one abstract with the default options on every model, once directly (it
+        loads what that decoding needs, e.g. an ensemble's members) and once through the queue (it measures
+        the cost), so that the first requests are admitted and batched on a measurement."""
+        from chatgentitle.config import GenerationOptions
+
+        for name, source in self.sources.items():
+            source.generate([abstract], GenerationOptions())
+            self.titles([abstract], GenerationOptions(), model=name).future.result()
+
     def queued(self) -> int:
         return sum(batcher.jobs.qsize() for batcher in self.batchers.values())
 

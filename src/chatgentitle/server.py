@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from chatgentitle.batcher import REQUEST_TIMEOUT_SECONDS
 
 MAX_BODY_BYTES = 1_000_000
+WARM_UP_ABSTRACT = ("We fine-tune a small language model with low-rank adapters on pairs of abstracts and titles "
+                    "of research papers and show that it writes titles close to the authors' own.")
 
 
 @dataclass
@@ -134,6 +136,10 @@ def serve(cfg: ServeConfig, spec, named_models: dict[str, str] | None = None, ec
         echo(f"WARNING: {message}")
     app = create_app(load_sources(spec, named_models or {}), make_ranker(cfg.db), cfg.api_key, cfg.max_batch,
                      cfg.max_queue, cfg.request_timeout)
+    try:
+        app.state.service.warm_up(WARM_UP_ABSTRACT)
+    except Exception as err:  # e.g. a remote backend not up yet: serve anyway, costs get measured later
+        echo(f"warning: warm-up failed ({err}); the first requests are admitted unmeasured")
     if cfg.ui:
         app = with_ui(app, cfg.api_key)
     echo(f"serving on http://{cfg.host}:{cfg.port}  (API docs: /docs)")
