@@ -201,7 +201,7 @@ def test_packaged_default_adapter_is_complete():
     assert (folder / "adapter_model.safetensors").stat().st_size < 20e6
     with safe_open(folder / "adapter_model.safetensors", "pt") as weights:
         assert any("lora_A" in key for key in weights.keys())
-    # an ensemble: stage 2's adapter joins the GPU run's in the consensus (docs/search.md, session 7)
+    # an ensemble: stage 2's adapter joins the GPU run's in the consensus (docs/search.md)
     members = RunDir(folder).members()
     assert [m.name for m in members] == ["stage2"]
     assert members[0].describe() == info

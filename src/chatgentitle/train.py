@@ -208,7 +208,7 @@ def build_model(cfg: TrainConfig, dtype, device: str):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     # Left-padded rows give fully masked query rows; on CUDA the memory-efficient SDPA backward
-    # turned such batches into NaN gradients (H200, session 4; pytorch#178251), eager does not.
+    # turned such batches into NaN gradients (H200; pytorch#178251), eager does not.
     attention = cfg.attention if cfg.attention != "auto" else ("eager" if device.startswith("cuda") else "sdpa")
     # Weights stay fp32 (LoRA needs fp32 master weights); bf16/fp16 is autocast by Trainer.
     model, tokenizer = load_base(cfg.base_model, quantize=cfg.quantize, dtype=dtype if cfg.quantize else None,
