@@ -16,8 +16,8 @@ def test_every_command_has_help():
         assert result.exit_code == 0 and cli.commands[name].help, name
 
 
-@pytest.mark.parametrize("args", [["--help"], ["crawl", "--help"], ["eval", "--help"], ["--version"]])
-def test_light_commands_do_not_import_torch(args):
+@pytest.mark.parametrize("args", [["--help"], ["--version"], *([name, "--help"] for name in COMMANDS)])
+def test_help_is_instant_and_imports_no_torch(args):
     code = (f"import sys\nfrom chatgentitle.cli import cli\ntry:\n    cli({args!r})\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules and 'gradio' not in sys.modules, 'heavy import'")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
@@ -28,12 +28,26 @@ def test_python_dash_m():
     assert result.returncode == 0 and "prepare" in result.stdout
 
 
-def test_every_train_config_field_has_a_flag_with_help():
+def configs():
+    from chatgentitle.config import GenerationOptions, TrainConfig
+    from chatgentitle.crawl import CrawlJob
+    from chatgentitle.prepare import PrepareConfig
+    from chatgentitle.server import ServeConfig
+    from chatgentitle.sources import SourceSpec
+
+    return [("train", TrainConfig, ()), ("prepare", PrepareConfig, ("formats",)), ("crawl", CrawlJob, ()),
+            ("serve", ServeConfig, ()), ("serve", SourceSpec, ("model",)), ("generate", SourceSpec, ()),
+            ("generate", GenerationOptions, ("num_candidates",)), ("eval", GenerationOptions, ("num_candidates",))]
+
+
+@pytest.mark.parametrize(("command", "config", "skip"), configs())
+def test_every_config_field_has_a_flag_with_help(command, config, skip):
+    """The flags are generated from the dataclasses, help and default included."""
     import dataclasses
 
-    from chatgentitle.config import TrainConfig
-
-    params = {p.name: p for p in cli.commands["train"].params}
-    for field in dataclasses.fields(TrainConfig):
-        assert field.name in params, f"no --{field.name.replace('_', '-')}"
+    params = {p.name: p for p in cli.commands[command].params}
+    for field in dataclasses.fields(config):
+        if field.name in skip:
+            continue
+        assert field.name in params, f"{command}: no flag for {field.name}"
         assert params[field.name].help and "[default:" in params[field.name].help

@@ -1,7 +1,5 @@
 import gzip
 import json
-import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
@@ -191,10 +189,3 @@ def test_shared_snapshot_lines(tmp_path):
     assert stats["records_read"] == 200 and stats["bad_lines"] == 0 and stats["kept"] > 180
     first = lines(tmp_path / "train.jsonl")[0]
     assert "\n" not in first["abstract"] and "  " not in first["title"]
-
-
-def test_help_does_not_import_torch():
-    code = ("import sys; from chatgentitle.cli import cli\n"
-            "try:\n    cli(['prepare', '--help'])\nexcept SystemExit: pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported'")
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -4,17 +4,20 @@ The library behind the `chatgentitle` command. Importing it is cheap; torch and
 transformers load only when a model is used.
 
 Module map, in the order data flows:
-- data: records (Paper, JSON lines, atomic writes), prepare (snapshot -> splits), crawl (OAI-PMH,
-  API, RSS) and store (SQLite paper store);
-- model: prompt (the one template module, training and inference), config (TrainConfig, field
-  docs), modeling (base models, GGUF), train (LoRA fine-tuning);
-- titles: generate (TitleGenerator, GenerationOptions), beam (shared-prefill beam search),
-  ranking (candidate scores);
-- front ends: cli, batch (files), api (REST), web (Gradio);
+- data: records (Paper, ArxivRecord, JSON lines, atomic writes), prepare (snapshot -> splits),
+  http_client (the one HTTP client), arxiv_formats (OAI-PMH, Atom, RSS parsers), crawl, store (SQLite);
+- model: prompt (the one template module, training and inference), config (TrainConfig,
+  GenerationOptions and its decoding mode, field docs), modeling (base models, GGUF), run (the run
+  dir), train (LoRA fine-tuning);
+- titles: decoding (decodes a mode: beam search, sampling, consensus), generate (TitleGenerator,
+  titles()), ranking (candidate scores, consensus choice), remote (OpenAI-compatible servers),
+  sources (SourceSpec, load_source);
+- front ends: batcher (bounded queue, deadlines), api (/v1/titles), openai_api, web (Gradio),
+  server (serve), batch (files), flags and cli;
 - evaluation: metrics, report (`chatgentitle eval`).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 
 def __getattr__(name):

@@ -64,10 +64,6 @@ class Fetcher:
                                  min_interval=self.delay_for, on_wait=on_wait)
 
     @property
-    def requests(self) -> int:
-        return self.client.requests
-
-    @property
     def retries(self) -> int:
         return self.client.retries
 

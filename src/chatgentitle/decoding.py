@@ -150,14 +150,11 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
     alive = torch.arange(batch, device=device)  # the abstracts still searched, in row-block order
     running_scores = torch.zeros(batch, 1, device=device)  # one beam per abstract before the first step
     running_tokens = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)
-    finished_scores = torch.full((batch, k), NEG, device=device)
-    finished_tokens = torch.zeros(batch, k, max_new_tokens, dtype=torch.long, device=device)
-    finished_lengths = torch.zeros(batch, k, dtype=torch.long, device=device)
+    finished = {"scores": torch.full((batch, k), NEG, device=device),  # the k best ended titles per abstract
+                "tokens": torch.zeros(batch, k, max_new_tokens, dtype=torch.long, device=device),
+                "lengths": torch.zeros(batch, k, dtype=torch.long, device=device)}
     for step in range(max_new_tokens):  # `step` tokens generated so far
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        if repetition_penalty != 1.0:
-            penalised = torch.where(log_probs < 0, log_probs * repetition_penalty, log_probs / repetition_penalty)
-            log_probs = torch.where(seen, penalised, log_probs)
+        log_probs = _penalised(torch.log_softmax(logits.float(), dim=-1), seen, repetition_penalty)
         beams, vocab = running_scores.shape[1], log_probs.shape[-1]
         totals = (log_probs.view(len(alive), beams, vocab) + running_scores[..., None]).view(len(alive), -1)
         top_scores, top_index = totals.topk(2 * k, dim=-1)  # 2k: at least k that do not end here
@@ -167,17 +164,9 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                                token[..., None]], dim=-1)
 
         # titles that end here, if among the k best candidates, compete for the k finished slots
-        new_scores = top_scores / (step + 1) ** length_penalty
-        new_scores = new_scores.masked_fill(~ends, NEG)
+        new_scores = (top_scores / (step + 1) ** length_penalty).masked_fill(~ends, NEG)
         new_scores[:, k:] = NEG
-        merged = torch.cat([finished_scores[alive], new_scores], dim=1)
-        best, order = merged.topk(k, dim=-1)
-        padded = torch.nn.functional.pad(sequences, (0, max_new_tokens - step - 1))
-        finished_tokens[alive] = torch.cat([finished_tokens[alive], padded], dim=1).gather(
-            1, order[..., None].expand(-1, -1, max_new_tokens))
-        finished_lengths[alive] = torch.cat([finished_lengths[alive], torch.full_like(token, step + 1)],
-                                            dim=1).gather(1, order)
-        finished_scores[alive] = best
+        _finish(finished, alive, new_scores, sequences, step)
         if bool(ends.all()):
             break
 
@@ -187,7 +176,8 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
             1, pick[..., None].expand(-1, -1, step + 1))
         # an abstract is settled when all k slots are finished and its best running beam, at this length,
         # scores below the worst of them (transformers' rule with early_stopping=False)
-        worst = torch.where(finished_scores[alive].gt(NEG).all(-1), finished_scores[alive].min(-1).values, NEG)
+        slots = finished["scores"][alive]
+        worst = torch.where(slots.gt(NEG).all(-1), slots.min(-1).values, NEG)
         going = running_scores[:, 0] / (step + 1) ** length_penalty > worst
         if not bool(going.any()):
             break
@@ -196,12 +186,7 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
         rows = (torch.arange(len(alive), device=device)[:, None] * beams + source)[going].reshape(-1)
         keep = None if bool(going.all()) else going.nonzero().squeeze(-1)
         alive, running_scores, running_tokens = alive[going], running_scores[going], running_tokens[going]
-        if shared and step == 0:  # one prompt per abstract from now on; titles per beam
-            cache = SharedPrefixCache(cache, attention_mask, k, max_new_tokens, keep)
-        elif shared:
-            cache.advance(rows, keep)
-        else:
-            cache.reorder_cache(rows)  # the whole cache: the first step turns one row into k
+        cache = _reorder(cache, shared, step, rows, keep, attention_mask, k, max_new_tokens)
         seen = seen[rows]
         seen.scatter_(1, token[going].reshape(-1, 1), True)
         mask = _step_mask(attention_mask, alive, len(rows), k, step, shared)
@@ -210,8 +195,46 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                        position_ids=positions, use_cache=True,
                        **({"shared_prefix": cache} if shared else {})).logits[:, -1]
 
+    return _ranked(finished, eos_token_id)
+
+
+def _reorder(cache, shared: bool, step: int, rows: torch.Tensor, keep, attention_mask, beams: int,
+             max_new_tokens: int):
+    """The cache for the next step's rows (`rows`: each kept beam's source row; `keep`: the abstracts
+    still going, None for all)."""
+    if shared and step == 0:  # one prompt per abstract from now on; titles per beam
+        return SharedPrefixCache(cache, attention_mask, beams, max_new_tokens, keep)
+    if shared:
+        cache.advance(rows, keep)
+    else:
+        cache.reorder_cache(rows)  # the whole cache: the first step turns one row into k
+    return cache
+
+
+def _penalised(log_probs: torch.Tensor, seen: torch.Tensor, repetition_penalty: float) -> torch.Tensor:
+    """transformers' repetition penalty on the log-probabilities of the tokens already `seen` in each row."""
+    if repetition_penalty == 1.0:
+        return log_probs
+    penalised = torch.where(log_probs < 0, log_probs * repetition_penalty, log_probs / repetition_penalty)
+    return torch.where(seen, penalised, log_probs)
+
+
+def _finish(finished: dict, alive: torch.Tensor, new_scores: torch.Tensor, sequences: torch.Tensor, step: int):
+    """Merge the titles that end at this step into the k finished slots of their abstracts (best k kept)."""
+    k, max_new_tokens = finished["scores"].shape[1], finished["tokens"].shape[2]
+    best, order = torch.cat([finished["scores"][alive], new_scores], dim=1).topk(k, dim=-1)
+    padded = torch.nn.functional.pad(sequences, (0, max_new_tokens - step - 1))
+    finished["tokens"][alive] = torch.cat([finished["tokens"][alive], padded], dim=1).gather(
+        1, order[..., None].expand(-1, -1, max_new_tokens))
+    lengths = torch.full_like(new_scores, step + 1, dtype=torch.long)
+    finished["lengths"][alive] = torch.cat([finished["lengths"][alive], lengths], dim=1).gather(1, order)
+    finished["scores"][alive] = best
+
+
+def _ranked(finished: dict, eos_token_id: int) -> list[list[list[int]]]:
+    """Each abstract's finished titles, best first, EOS removed."""
     results = []
-    for scores, tokens, lengths in zip(finished_scores.tolist(), finished_tokens.tolist(), finished_lengths.tolist(),
+    for scores, tokens, lengths in zip(*(finished[key].tolist() for key in ("scores", "tokens", "lengths")),
                                        strict=True):
         ranked = sorted(zip(scores, tokens, lengths, strict=True), key=lambda s: -s[0])
         results.append([[t for t in seq[:n] if t != eos_token_id] for score, seq, n in ranked if score > NEG])
