@@ -2,12 +2,11 @@
 (the tiny model behind it, the API key set) and checks every answer against it, on every route."""
 
 import pytest
+import schemathesis
 from helpers import SERVER_KEY
-
-schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, Phase, settings  # noqa: E402  (hypothesis comes with schemathesis)
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
+from hypothesis import HealthCheck, Phase, settings  # hypothesis comes with schemathesis
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     positive_data_acceptance,
     response_schema_conformance,
