@@ -105,14 +105,11 @@ async def answer(service: TitleService, submit, *args, **kwargs) -> list:
     """Queue the work (service.titles / completions), wait for its result within the deadline (else 503)."""
     try:
         job: Job = submit(*args, **kwargs)
+        waiter = asyncio.wrap_future(job.future)
+        return await asyncio.wait_for(asyncio.shield(waiter), service.request_timeout)
     except KeyError as err:
         raise HTTPException(status_code=404, detail=err.args[0]) from None
-    except Busy as err:
-        raise HTTPException(status_code=503, detail=str(err), headers={"Retry-After": str(err.retry_after)}) from None
-    waiter = asyncio.wrap_future(job.future)
-    try:
-        return await asyncio.wait_for(asyncio.shield(waiter), service.request_timeout)
-    except Busy as err:  # refused in the queue: it could no longer finish in time
+    except Busy as err:  # refused when queued, or later in the queue: it could not finish in time
         raise HTTPException(status_code=503, detail=str(err), headers={"Retry-After": str(err.retry_after)}) from None
     except (TimeoutError, asyncio.CancelledError) as err:  # the deadline passed, or the client went away
         job.abandoned.set()  # the worker skips it, or stops the decoding it is in

@@ -68,7 +68,7 @@ class MicroBatcher:
         self.wait_seconds = wait_seconds  # how long to wait for company before a batch goes
         self.jobs: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
         self.seconds_per_text: dict[Hashable, float] = {}  # measured, per key
-        self.backlog = 0.0  # estimated seconds of the queued and running jobs
+        self.backlog = 0.0  # estimated seconds of the queued jobs (recounted between batches by _sweep)
         self._lock = threading.Lock()
         self.worker = threading.Thread(target=self._run, daemon=True, name="title-batcher")
         self.worker.start()
@@ -99,10 +99,8 @@ class MicroBatcher:
     def _run(self) -> None:
         while True:
             batch = self._next_batch()
-            wanted = [job for job in batch if job.wanted() and not self._refused(job)]  # nobody waits for the others
-            self._answer(wanted)
+            self._answer([job for job in batch if job.wanted()])  # nobody waits for the others
             with self._lock:
-                self.backlog = max(0.0, self.backlog - sum(job.estimate for job in batch))
                 self._sweep()
 
     def _sweep(self) -> None:
@@ -126,16 +124,6 @@ class MicroBatcher:
         for job in kept:
             self.jobs.put_nowait(job)
         self.backlog = waited
-
-    def _refused(self, job: Job) -> bool:
-        """Refuse (Busy) a queued job that can no longer finish in time: accepted before the cost was
-        measured, or behind slower work. Better an early 503 than a decoding stopped at the deadline."""
-        needed = self.estimate(len(job.texts), job.key)
-        if needed <= job.deadline - time.monotonic():
-            return False
-        job.future.set_exception(Busy(f"busy: ~{needed:.0f} s of decoding no longer fits before the deadline",
-                                      self.backlog))
-        return True
 
     def _next_batch(self) -> list[Job]:
         """The oldest job and the queued jobs of its key that fit: at most max_batch texts, and as many as

@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -181,8 +181,6 @@ def openai_router(service: TitleService, check_key) -> APIRouter:
         """The last user message with text is an abstract; each choice is a title (n: distinct candidates)."""
         abstract = body.abstract()
         if abstract is None:
-            from fastapi import HTTPException
-
             raise HTTPException(status_code=422, detail="no user message holds an abstract")
         results = await answer(service, service.titles, [abstract], body.generation_options(), model=body.model)
         source = service.source(body.model)
