@@ -238,14 +238,29 @@ def serve(models, **flags):
 @cli.command()
 @click.option("--adapter", "run_dir", required=True, type=click.Path(exists=True, path_type=Path),
               help="Run dir or PEFT adapter dir.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-def export(run_dir, out_dir, dtype):
-    """Merge an adapter into its base model: a plain HF checkpoint (plus the adapter alone in adapter/)."""
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Output folder (hf: the checkpoint; gguf: RUN-OUTTYPE.gguf and an Ollama Modelfile).")
+@click.option("--format", "out_format", type=click.Choice(["hf", "gguf"]), default="hf", show_default=True,
+              help="hf: a Hugging Face checkpoint (transformers, vLLM); gguf: one file for llama.cpp, Ollama, "
+                   "LM Studio.")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Weights of the hf checkpoint.")
+@click.option("--outtype", type=click.Choice(["f16", "q8_0", "f32"]), default="f16", show_default=True,
+              help="Weights of the GGUF file: q8_0 is half the size of f16.")
+def export(run_dir, out_dir, out_format, dtype, outtype):
+    """Merge an adapter into its base model: a plain HF checkpoint (plus the adapter alone in adapter/),
+    or a GGUF file whose chat template writes our prompt around a pasted abstract."""
     from chatgentitle.modeling import ModelError, export_instructions, export_merged
+    from chatgentitle.run import RunDir
 
     try:
-        click.echo(export_instructions(run_dir, export_merged(run_dir, out_dir, dtype)))
+        if out_format == "gguf":
+            from chatgentitle.gguf_export import export_gguf, gguf_instructions
+
+            out_file = out_dir / f"{RunDir(run_dir).name}-{outtype}.gguf"
+            click.echo(gguf_instructions(export_gguf(run_dir, out_file, outtype)))
+        else:
+            click.echo(export_instructions(run_dir, export_merged(run_dir, out_dir, dtype)))
     except (ModelError, ValueError) as err:
         raise UserError(str(err)) from None
 

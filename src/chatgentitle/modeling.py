@@ -193,21 +193,34 @@ def _quantization_config(quantize: str, dtype):
     raise ModelError(f"unknown quantization {quantize!r}: use 8bit or 4bit")
 
 
+def source_gguf(base_model: str | Path) -> Path | None:
+    """The GGUF file a base model was converted from (built-in bases, .gguf paths); None for HF bases."""
+    name = str(base_model)
+    if name in BUILTIN_BASES:
+        return _packaged_gguf(name)
+    return Path(name).expanduser() if name.endswith(".gguf") else None
+
+
+def merged_model(run_dir: str | Path, dtype: str = "fp32"):
+    """(model, tokenizer): the run's base with its adapter merged into the weights."""
+    from peft import PeftModel
+
+    run = RunDir(run_dir)
+    model, tokenizer = load_base(run.describe().base_model, dtype=resolve_dtype(dtype, "cpu"))
+    return PeftModel.from_pretrained(model, run.path).merge_and_unload(), tokenizer
+
+
 def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "fp32") -> Path:
     """Base + adapter merged into one HF checkpoint that plain transformers loads.
 
     The adapter alone (PEFT format) and the prompt template are copied beside it.
     """
-    from peft import PeftModel
-
     run = RunDir(run_dir)
-    info = run.describe()
-    model, tokenizer = load_base(info.base_model, dtype=resolve_dtype(dtype, "cpu"))
-    merged = PeftModel.from_pretrained(model, run.path).merge_and_unload()
+    merged, tokenizer = merged_model(run_dir, dtype)
     with atomic_dir(Path(out_dir)) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        info.template.save(tmp)
+        run.describe().template.save(tmp)
         run.copy_adapter(tmp / "adapter")
     return Path(out_dir)
 
