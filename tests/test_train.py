@@ -203,3 +203,50 @@ def test_a_diverging_run_stops_with_a_clear_error_and_saves_no_adapter(tiny_mode
     assert not (out / "adapter_model.safetensors").exists()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] < 8  # stopped early, not after all steps
+
+
+def test_keep_best_needs_what_it_compares(tiny_model_dir, train_file, tmp_path):
+    result = CliRunner().invoke(cli, train_args(tiny_model_dir, train_file, tmp_path / "a", "--keep-best", "rouge"))
+    assert result.exit_code == 1 and "keep_best rouge needs eval_rouge" in result.output
+    result = CliRunner().invoke(cli, train_args(tiny_model_dir, train_file, tmp_path / "b", "--val-set-size", "0",
+                                                "--eval-rouge", "4"))
+    assert result.exit_code == 1 and "need validation data" in result.output
+
+
+@pytest.mark.slow
+def test_rouge_while_training_keeps_the_best_step_across_kill_9(tiny_model_dir, train_file, tmp_path):
+    """ROUGE-L at every eval step; the run dir's adapter is the best step's, also after kill -9 and resume."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "chatgentitle", *train_args(
+        tiny_model_dir, train_file, out, "--max-steps", "60", "--eval-steps", "5", "--eval-rouge", "4",
+        "--keep-best", "rouge", "--learning-rate", "3e-3")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint-20" / "trainer_state.json").exists():
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "adapter_model.safetensors").exists(), "finished before it could be killed"
+    done = subprocess.run([*cmd, "--resume-from-checkpoint", "last"], capture_output=True, text=True, check=True)
+    rows = RunDir(out).read_metrics()
+    rouge = {r["step"]: r["eval_rougeL"] for r in rows if "eval_rougeL" in r}  # the resumed run's value last
+    assert sorted(rouge) == list(range(5, 65, 5))
+    kept = rows[-1]["summary"]["kept"]
+    assert kept["eval_rougeL"] == max(rouge.values()) == rouge[kept["step"]]
+    assert f"'step': {kept['step']}" in done.stdout
+    saved, best = load_file(out / "adapter_model.safetensors"), load_file(
+        out / f"checkpoint-{kept['step']}" / "adapter_model.safetensors")
+    assert saved.keys() == best.keys() and all((saved[k] == best[k]).all() for k in saved)
+    assert (out / "loss.png").stat().st_size > 0
+
+
+def test_early_stopping_ends_a_run_that_stopped_improving(tiny_model_dir, train_file, tmp_path):
+    """With a learning rate of 0 the validation loss never improves: patience 1 stops at the second eval."""
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, train_args(tiny_model_dir, train_file, out, "--learning-rate", "0",
+                                                "--max-steps", "50", "--eval-steps", "2",
+                                                "--early-stopping-patience", "1"))
+    assert result.exit_code == 0, result.output
+    assert RunDir(out).read_metrics()[-1]["summary"]["optimizer_steps"] == 4

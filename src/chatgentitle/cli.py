@@ -109,11 +109,14 @@ def train(config_file, **options):
     if not cfg.data:
         raise UserError("give --data (or data: in --config)")
     from chatgentitle.modeling import ModelError
+    from chatgentitle.run import RunDir
     from chatgentitle.train import DataError
     from chatgentitle.train import train as run_train
 
     try:
-        click.echo(f"adapter saved in {run_train(cfg)}")
+        run = RunDir(run_train(cfg))
+        kept = next((r["summary"].get("kept") for r in reversed(run.read_metrics()) if "summary" in r), None)
+        click.echo(f"adapter saved in {run.path}" + (f" (the best eval step's: {kept})" if kept else ""))
     except (DataError, ModelError, ValueError) as err:
         raise UserError(str(err)) from None
 

@@ -188,6 +188,14 @@ class TrainConfig:
     """Save a resumable checkpoint every N optimizer steps."""
     eval_steps: int = 200
     """Compute the validation loss every N optimizer steps."""
+    eval_rouge: int = 0
+    """At every eval step also title the first N validation papers (greedy) and log their ROUGE-L
+    (eval_rougeL in metrics.jsonl): the task's own metric, which the loss does not always follow."""
+    keep_best: str | None = None
+    """rouge or loss: the run dir's adapter is the best eval step's (named in metrics.jsonl's summary),
+    not the last; checkpoints are then saved at eval steps."""
+    early_stopping_patience: int = 0
+    """Stop when keep_best's metric (loss if unset) has not improved for K evaluations (0: never)."""
     logging_steps: int = 10
     """Log loss, learning rate and real tokens/s to metrics.jsonl every N optimizer steps."""
     warmup_steps: int = 20
@@ -213,6 +221,12 @@ class TrainConfig:
             raise ValueError("quantize must be 8bit or 4bit")
         if self.skip_examples < 0:
             raise ValueError("skip_examples must be >= 0")
+        if self.keep_best not in (None, "rouge", "loss"):
+            raise ValueError("keep_best must be rouge or loss")
+        if self.keep_best == "rouge" and self.eval_rouge < 1:
+            raise ValueError("keep_best rouge needs eval_rouge N (validation papers titled at each eval step)")
+        if self.eval_rouge < 0 or self.early_stopping_patience < 0:
+            raise ValueError("eval_rouge and early_stopping_patience must be >= 0")
         if self.attention not in ("auto", "sdpa", "eager"):
             raise ValueError("attention must be auto, sdpa or eager")
         if isinstance(self.lora_target_modules, str):

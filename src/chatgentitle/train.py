@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from chatgentitle.config import TrainConfig
 from chatgentitle.modeling import load_base, pick_device, resolve_dtype
@@ -110,8 +110,48 @@ class TitleCollator:
         return {k: torch.tensor(v) for k, v in batch.items()}
 
 
+class RougeProbe:
+    """Greedy titles for the first N validation papers and their mean ROUGE-L against the real titles
+    (with the prompt template's instruction): the task's metric at each eval step."""
+
+    def __init__(self, examples, template: PromptTemplate, tokenizer, cfg: TrainConfig, dtype):
+        self.abstracts = [abstract for _, abstract, _ in examples[: cfg.eval_rouge]]
+        self.titles = [title for _, _, title in examples[: cfg.eval_rouge]]
+        self.template, self.tokenizer, self.cutoff_len, self.dtype = template, tokenizer, cfg.cutoff_len, dtype
+
+    def __call__(self, model) -> float:
+        from chatgentitle.config import GenerationOptions
+        from chatgentitle.generate import TitleGenerator
+        from chatgentitle.metrics import score_pairs
+
+        generator = TitleGenerator(model, self.tokenizer, self.template, self.cutoff_len)
+        greedy = GenerationOptions(num_beams=1, consensus=0)
+        model.eval()
+        try:
+            with torch.autocast(generator.device.type, self.dtype, enabled=self.dtype != torch.float32):
+                found = [t[0] for i in range(0, len(self.abstracts), 16)
+                         for t in generator.generate(self.abstracts[i: i + 16], greedy)]
+        finally:
+            model.train()
+        scores = score_pairs(found, self.titles, self.abstracts)
+        return round(sum(s.rougeL for s in scores) / len(scores), 3)
+
+
 class TitleTrainer(Trainer):
-    """Trainer whose loss computes vocabulary logits only for the labelled (title) positions."""
+    """Trainer whose loss computes vocabulary logits only for the labelled (title) positions, and whose
+    evaluation adds the titles' ROUGE-L when it has a probe."""
+
+    rouge_probe: RougeProbe | None = None
+
+    def evaluate(self, *args, **kwargs):
+        metrics = super().evaluate(*args, **kwargs)
+        if self.rouge_probe:
+            # logged as a row of its own (the loss is logged inside evaluate); early stopping and
+            # keep_best read it from the returned metrics
+            rouge = {"eval_rougeL": self.rouge_probe(self.model)}
+            self.log(rouge)
+            metrics.update(rouge)
+        return metrics
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
@@ -175,8 +215,17 @@ def plot_losses(run: RunDir) -> Path:
             ax.plot(*zip(*points, strict=True), marker="." if key == "eval_loss" else None, label=label)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (title tokens)")
-    if ax.lines:
-        ax.legend()
+    lines = list(ax.lines)
+    rouge = [(r["step"], r["eval_rougeL"]) for r in rows if "eval_rougeL" in r]
+    if rouge:
+        right = ax.twinx()
+        lines += right.plot(*zip(*rouge, strict=True), color="tab:green", marker="o", label="validation ROUGE-L")
+        right.set_ylabel("ROUGE-L (greedy titles)")
+    kept = next((r["summary"].get("kept") for r in reversed(rows) if "summary" in r), None)
+    if kept:
+        lines.append(ax.axvline(kept["step"], color="grey", linestyle="--", label=f"kept: step {kept['step']}"))
+    if lines:
+        ax.legend(handles=lines, fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(run.loss_plot, dpi=100)
@@ -266,7 +315,10 @@ def training_arguments(cfg: TrainConfig, run: RunDir, device: str, dtype, valida
         eval_strategy="steps" if validate else "no",
         eval_steps=cfg.eval_steps,
         save_strategy="steps",
-        save_steps=cfg.save_steps,
+        save_steps=cfg.eval_steps if cfg.keep_best else cfg.save_steps,  # the best step must have a checkpoint
+        load_best_model_at_end=bool(cfg.keep_best),
+        metric_for_best_model=_watched_metric(cfg),
+        greater_is_better=cfg.keep_best == "rouge",
         save_total_limit=2,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         include_num_input_tokens_seen="non_padding",
@@ -275,6 +327,13 @@ def training_arguments(cfg: TrainConfig, run: RunDir, device: str, dtype, valida
         report_to="none",
         ddp_find_unused_parameters=False if world > 1 else None,
     )
+
+
+def _watched_metric(cfg: TrainConfig) -> str | None:
+    """What keep_best and early stopping compare across eval steps (Trainer's metric_for_best_model)."""
+    if cfg.keep_best == "rouge":
+        return "rougeL"
+    return "loss" if cfg.keep_best or cfg.early_stopping_patience else None
 
 
 def fit(trainer: TitleTrainer, logger: MetricsLogger, cfg: TrainConfig, run: RunDir) -> float | None:
@@ -307,6 +366,10 @@ def save_run(run: RunDir, trainer: TitleTrainer, template: PromptTemplate, cfg: 
                "optimizer_steps": trainer.state.global_step, "tokens_seen": trainer.state.num_input_tokens_seen}
     if torch.cuda.is_available():  # this process's peak, what a GPU user sizes a card by
         summary["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    if trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint:
+        metric = f"eval_{trainer.args.metric_for_best_model}"
+        summary["kept"] = {"step": int(Path(trainer.state.best_model_checkpoint).name.split("-")[-1]),
+                           metric: trainer.state.best_metric}
     if final_eval_loss is not None:
         summary["final_eval_loss"] = final_eval_loss
         summary["final_eval_perplexity"] = math.exp(final_eval_loss)
@@ -325,15 +388,22 @@ def train(cfg: TrainConfig) -> Path:
     model, tokenizer = build_model(cfg, dtype, device)
     train_set = encode_all(train_examples, template, tokenizer, cfg)
     val_set = encode_all(val_examples, template, tokenizer, cfg) if val_examples else None
+    if not val_set and (cfg.eval_rouge or cfg.keep_best or cfg.early_stopping_patience):
+        raise TrainError("eval_rouge, keep_best and early_stopping_patience need validation data")
     logger = MetricsLogger(run)
+    callbacks = [logger]
+    if cfg.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = TitleTrainer(
         model=model,
         args=training_arguments(cfg, run, device, dtype, validate=bool(val_set)),
         train_dataset=train_set,
         eval_dataset=val_set,
         data_collator=TitleCollator(tokenizer.pad_token_id),
-        callbacks=[logger],
+        callbacks=callbacks,
     )
+    if cfg.eval_rouge:
+        trainer.rouge_probe = RougeProbe(val_examples, template, tokenizer, cfg, dtype)
     final_eval_loss = fit(trainer, logger, cfg, run)
     if trainer.is_world_process_zero():
         save_run(run, trainer, template, cfg, final_eval_loss)
