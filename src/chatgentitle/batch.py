@@ -16,6 +16,7 @@ from pathlib import Path
 
 from chatgentitle.config import GenerationOptions
 from chatgentitle.generate import TitleSource, titles
+from chatgentitle.progress import Progress
 from chatgentitle.ranking import Candidate, Ranker
 
 
@@ -81,17 +82,14 @@ def generate_file(
     instruction: str | None = None,
     progress: bool = False,
 ) -> tuple[int, int]:
-    """Write titles for every abstract not yet in output_path; returns (written, skipped)."""
+    """Write titles for every abstract not yet in output_path; returns (written, skipped). With progress,
+    a bar on a terminal or a line every few percent in a log (progress.py)."""
     output_path = Path(output_path)
     skip = done_ids(output_path)
     todo = [(i, a) for i, a in read_abstracts(input_path) if i not in skip]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), unit=" abstracts")
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(output_path, "a", encoding="utf-8") as out:
+    shown = Progress(len(todo), "titles", output_path.stem, show=progress)
+    with shown, open(output_path, "a", encoding="utf-8") as out:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             began = time.perf_counter()
@@ -103,10 +101,7 @@ def generate_file(
                     row["candidates"] = [c.to_dict() for c in candidates]
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
             out.flush()
-            if bar:
-                bar.update(len(chunk))
-    if bar:
-        bar.close()
+            shown.update(len(chunk))
     return len(todo), len(skip)
 
 

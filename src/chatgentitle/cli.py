@@ -202,7 +202,7 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
     try:
         if input_path:
             written, skipped = batch.generate_file(source, input_path, output_path, options, batch_size, ranker,
-                                                   instruction, progress=sys.stderr.isatty())
+                                                   instruction, progress=True)
             return click.echo(f"{written} titles written to {output_path} ({skipped} already there)")
         if stream and options.streams:
             for shown in source.stream(abstract, options, instruction):
@@ -297,7 +297,7 @@ def evaluate(data_path, models, endpoint_models, baselines, prediction_files, ou
     try:
         systems = report.parse_systems(models, endpoint_models, prediction_files, baselines, take(SourceSpec, flags))
         result = report.run_eval(data_path, limit, out_dir, systems, options, batch_size, db,
-                                 echo=lambda line: click.echo(line, err=True), progress=sys.stderr.isatty())
+                                 echo=lambda line: click.echo(line, err=True), progress=True)
     except (ValueError, report.PredictionError, RemoteError, SourceError) as err:
         raise UserError(str(err)) from None
     click.echo(report.summary_lines(result, out_dir))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +25,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from chatgentitle.config import TrainConfig
 from chatgentitle.modeling import load_base, pick_device, resolve_dtype
+from chatgentitle.progress import Progress
 from chatgentitle.prompt import IGNORE_INDEX, PromptTemplate, encode_example
 from chatgentitle.records import open_binary
 from chatgentitle.run import RunDir
@@ -201,6 +203,20 @@ class MetricsLogger(TrainerCallback):
         self.run.log(row)
 
 
+class ProgressLines(TrainerCallback):
+    """Steps done, rate and ETA as lines in a log; on a terminal Trainer shows its own bar instead."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.progress = Progress(state.max_steps, "steps", "train", show=state.is_world_process_zero,
+                                 initial=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.progress.update(1)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.progress.close()
+
+
 def plot_losses(run: RunDir) -> Path:
     import matplotlib
 
@@ -325,6 +341,7 @@ def training_arguments(cfg: TrainConfig, run: RunDir, device: str, dtype, valida
         dataloader_num_workers=cfg.num_workers,
         seed=cfg.seed,
         report_to="none",
+        disable_tqdm=not sys.stderr.isatty(),  # in a log, ProgressLines writes a line every few percent
         ddp_find_unused_parameters=False if world > 1 else None,
     )
 
@@ -391,7 +408,7 @@ def train(cfg: TrainConfig) -> Path:
     if not val_set and (cfg.eval_rouge or cfg.keep_best or cfg.early_stopping_patience):
         raise TrainError("eval_rouge, keep_best and early_stopping_patience need validation data")
     logger = MetricsLogger(run)
-    callbacks = [logger]
+    callbacks = [logger] if sys.stderr.isatty() else [logger, ProgressLines()]
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = TitleTrainer(
