@@ -2,6 +2,7 @@
 
 import shutil
 import socket
+from pathlib import Path
 
 import pytest
 from helpers import serving
@@ -73,4 +74,39 @@ def test_browser_types_abstract_and_sees_title(server):
         title = page.locator("#title-output textarea")
         sync_api.expect(title).to_have_value("We Propose A Candidate 0", timeout=30_000)
         assert page.locator("table").filter(has_text="Candidate 0").count()  # the ranked candidates table
+        browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+def test_candidates_table_is_readable(server, tmp_path):
+    """Three ranked candidates, one row each, the title column the widest and nothing cut off; the page
+    is kept as a screenshot (CHATGENTITLE_SCREENSHOT=path keeps it elsewhere, e.g. for the docs)."""
+    import os
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server, wait_until="domcontentloaded")
+        page.get_by_text("Generation options").click()
+        count = page.locator("#option-num_candidates input[type=number]")
+        count.fill("3")
+        count.press("Tab")
+        page.locator("#abstract-input textarea").fill(ABSTRACT)
+        page.locator("#generate").click()
+        table = page.locator("#candidates")
+        body = table.locator(".virtual-row")  # Gradio draws the rows as a virtual list of grid rows
+        sync_api.expect(body).to_have_count(3, timeout=30_000)
+        sync_api.expect(body.first).to_contain_text("Candidate 0")
+        widths = table.locator("thead th.header-cell").evaluate_all(
+            "cells => cells.map(c => c.getBoundingClientRect().width)")
+        title_width = table.locator('thead th[title="title"]').evaluate("c => c.getBoundingClientRect().width")
+        assert len(widths) == 6 and title_width == max(widths) and title_width > 0.4 * sum(widths)
+        overflow = table.locator(".virtual-table-viewport").evaluate("v => v.scrollWidth - v.clientWidth")
+        assert overflow <= 1, "the table scrolls sideways"
+        page.get_by_text("Generation options").click()  # folded again: the page as a user sees it
+        shot = Path(os.environ.get("CHATGENTITLE_SCREENSHOT") or tmp_path / "web-ui.png")
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
         browser.close()

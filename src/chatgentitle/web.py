@@ -26,6 +26,8 @@ EXAMPLE_ABSTRACT = (
     "similarity to the abstract, their length and their use of worn phrases."
 )
 COLUMNS = ["title", "score", "faithfulness", "words", "clichés", "known paper"]
+# the title column takes half the page; the numbers need a few characters each
+COLUMN_WIDTHS = ["50%", "8%", "11%", "7%", "12%", "12%"]
 OPTION_FIELDS = dataclasses.fields(GenerationOptions)
 OPTION_TYPES = get_type_hints(GenerationOptions)
 TICK_SECONDS = 0.25  # how often the page hears how the decoding goes
@@ -38,7 +40,8 @@ def option_input(option: dataclasses.Field):
         return gr.Checkbox(value=option.default, label=option.name, info=help_text)
     low, high = option.metadata["range"]
     step = 1 if OPTION_TYPES[option.name] is int else 0.01
-    return gr.Slider(low, high, value=option.default, step=step, label=option.name, info=help_text)
+    return gr.Slider(low, high, value=option.default, step=step, label=option.name, info=help_text,
+                     elem_id=f"option-{option.name}")
 
 
 def read_options(values) -> GenerationOptions:
@@ -51,7 +54,11 @@ def read_options(values) -> GenerationOptions:
 
 
 def rows(candidates) -> list[list]:
-    return [[c.title, c.score, c.faithfulness, c.words, ", ".join(c.cliches), c.known_match or ""]
+    """One row per candidate, best first; scores to 3 places (blank where the candidate was not ranked)."""
+    def rounded(value):
+        return "" if value is None else round(value, 3)
+
+    return [[c.title, rounded(c.score), rounded(c.faithfulness), c.words, ", ".join(c.cliches), c.known_match or ""]
             for c in candidates]
 
 
@@ -108,9 +115,12 @@ def build_demo(service: TitleService) -> gr.Blocks:
                 submit = gr.Button("Generate title", variant="primary", elem_id="generate")
             with gr.Column(scale=2):
                 title_box = gr.Textbox(label="Title", lines=2, elem_id="title-output")
-                table = gr.Dataframe(headers=COLUMNS, label="Ranked candidates", wrap=True)
+        # full width below: one row per candidate, the title column wide enough to read
+        table = gr.Dataframe(headers=COLUMNS, label="Ranked candidates", wrap=True, column_widths=COLUMN_WIDTHS,
+                             interactive=False, elem_id="candidates")
         gr.Examples([[source.instruction, EXAMPLE_ABSTRACT]], [instruction_box, input_box])
         inputs = [instruction_box, input_box, *option_inputs]
         # no concurrency limit here: the TitleService queues, bounds and refuses work for every front end
-        submit.click(handler, inputs, [title_box, table], api_name="write_titles", concurrency_limit=None)
+        submit.click(handler, inputs, [title_box, table], api_name="write_titles", concurrency_limit=None,
+                     show_progress="full")
     return demo
