@@ -50,7 +50,7 @@ def export_gguf(run_dir: str | Path, out_file: str | Path, outtype: str = "f16")
             writer.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                                   "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype])
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-            writer.add_chat_template(chat_template(info.template))
+            writer.add_chat_template(chat_template(info.template, abstract_chars(info, tokenizer)))
             for name, data in tensors.items():
                 _add_tensor(writer, name, data, outtype)
             writer.write_header_to_file()
@@ -146,7 +146,7 @@ def _hf_metadata(writer, config, base_dir: str) -> None:
     writer.add_vocab_size(vocab.vocab_size)
     tokens, types = zip(*((text, kind) for text, _, kind in vocab.all_tokens()), strict=True)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt2")  # GPT-2's split regex, which a byte-level pre-tokenizer uses
+    writer.add_tokenizer_pre("gpt-2")  # llama.cpp: GPT-2's split regex, what a byte-level pre-tokenizer uses
     writer.add_token_list(list(tokens))
     writer.add_token_types(list(types))
     special = gguf.SpecialVocab(Path(base_dir), load_merges=True, n_vocab=vocab.vocab_size)
@@ -154,9 +154,26 @@ def _hf_metadata(writer, config, base_dir: str) -> None:
     special.add_to_gguf(writer, quiet=True)
 
 
-def chat_template(template: PromptTemplate) -> str:
-    """A Jinja chat template that renders our prompt: the last user message is the abstract, a system
-    message (if any) replaces the instruction. llama.cpp, LM Studio and transformers read it."""
+def abstract_chars(info, tokenizer) -> int:
+    """About how many characters of an abstract the model sees in process, where the prompt is cut to the
+    run's cutoff_len tokens: the tokens the instruction leaves, at the characters per token of the
+    packaged sample abstracts. A chat template cannot count tokens; it cuts at this many characters."""
+    import json
+    from importlib import resources
+
+    from chatgentitle.prompt import encode_prompt
+
+    overhead = len(encode_prompt(info.template, tokenizer, "x")) - 1
+    samples = [json.loads(line)["abstract"] for line in
+               (resources.files("chatgentitle") / "samples" / "abstracts.jsonl").read_text().splitlines()]
+    tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in samples)
+    return int((info.cutoff_len - overhead) * sum(map(len, samples)) / tokens)
+
+
+def chat_template(template: PromptTemplate, max_abstract_chars: int | None = None) -> str:
+    """A Jinja chat template that renders our prompt: the last user message is the abstract (cut at a word
+    boundary near max_abstract_chars, as the model saw it), a system message (if any) replaces the
+    instruction. llama.cpp, LM Studio and transformers read it."""
     def literal(text: str) -> str:
         return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
@@ -168,7 +185,9 @@ def chat_template(template: PromptTemplate) -> str:
         "{%- elif message['role'] == 'user' -%}{%- set ns.abstract = message['content'] | trim -%}"
         "{%- endif -%}{%- endfor -%}"
         "{{ " + literal(before).replace("{instruction}", "' + ns.instruction + '") + " }}"
-        "{{ ns.abstract }}{{ " + literal(after) + " }}"
+        + ("{{ ns.abstract }}" if max_abstract_chars is None else
+           f"{{{{ ns.abstract | truncate({max_abstract_chars}, false, '', 0) }}}}")
+        + "{{ " + literal(after) + " }}"
     )
 
 
