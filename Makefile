@@ -23,4 +23,10 @@ test: $(STAMP)  ## lint + the test suite
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
-.PHONY: install demo test
+# llama.cpp through llama-cpp-python, for the GGUF tests against the real engine (they skip without it).
+# PyPI has its source only: this compiles llama.cpp (~8 min on 2 cores; pip caches the wheel).
+LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF
+llama: $(STAMP)  ## install llama-cpp-python (the `llama` extra): `make llama test` runs the GGUF engine tests too
+	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q -e '.[llama]'
+
+.PHONY: install demo test llama
