@@ -151,3 +151,46 @@ def test_epsilon_sampling_never_draws_an_unlikely_token(model_and_tokenizer):
                    epsilon=epsilon)[0]
     firsts = {seq[0] if seq else tokenizer.eos_token_id for seq in drawn}
     assert all(probs[t] >= epsilon for t in firsts) and len(firsts) > 1
+
+
+@pytest.mark.parametrize("attention", ["sdpa", SHARED])
+def test_ended_samples_leave_the_batch(model_and_tokenizer, attention):
+    """Rows that reached EOS are not decoded on: later steps run fewer rows (a shared prompt cache keeps
+    the same count per abstract, the busiest abstract's)."""
+    model, tokenizer = model_and_tokenizer
+    model.set_attn_implementation(attention)
+    rows = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]),
+                                           with_kwargs=True)
+    try:
+        ids, mask = left_padded(tokenizer, PROMPTS)
+        drawn = sample(model, ids, mask, num_samples=8, max_new_tokens=30, eos_token_id=tokenizer.eos_token_id,
+                       epsilon=0.0, seed=1)
+    finally:
+        hook.remove()
+        model.set_attn_implementation("sdpa")
+    lengths = sorted(len(seq) for item in drawn for seq in item)
+    assert lengths[0] < lengths[-1]  # samples end at different steps
+    assert rows[0] == len(PROMPTS) and rows[1] == 3 * 8 and min(rows[1:]) < 3 * 8
+
+
+def test_beams_from_a_shared_prefill_are_the_same(model_and_tokenizer):
+    """A consensus encodes each prompt once for its beams and its samples: the beams do not change."""
+    from chatgentitle.decoding import _prefill
+
+    model, tokenizer = model_and_tokenizer
+    model.set_attn_implementation(SHARED)
+    try:
+        ids, mask = left_padded(tokenizer, PROMPTS)
+        prefill = _prefill(model, ids, mask, 20)
+        assert prefill.shared
+        kwargs = {"num_beams": 4, "max_new_tokens": 20, "eos_token_id": tokenizer.eos_token_id}
+        alone = beam_search(model, ids, mask, **kwargs)
+        assert beam_search(model, ids, mask, prefill=prefill, **kwargs) == alone
+        drawn = sample(model, ids, mask, num_samples=4, max_new_tokens=20, eos_token_id=tokenizer.eos_token_id,
+                       prefill=prefill, epsilon=0.0)
+        assert drawn == sample(model, ids, mask, num_samples=4, max_new_tokens=20,
+                               eos_token_id=tokenizer.eos_token_id, epsilon=0.0)
+        assert beam_search(model, ids, mask, prefill=prefill, **kwargs) == alone  # the prefill is left as it was
+    finally:
+        model.set_attn_implementation("sdpa")

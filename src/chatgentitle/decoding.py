@@ -2,7 +2,7 @@
 (greedy, sampling, beam search, consensus) and returns each abstract's decoded candidates.
 
 Beam search and sampling run with one prefill per abstract: the prompt is encoded once and its KV
-cache shared by the beams (or samples).
+cache shared by the beams and the samples (a consensus encodes each prompt once per model).
 
 transformers' `generate(num_beams=K)` copies every prompt K times before encoding it, so K-1 of
 every K prompt tokens are computed for nothing (the prompt is ~250 tokens, the title ~20). This
@@ -22,6 +22,7 @@ import inspect
 import math
 from collections.abc import Callable, Iterator
 from threading import Thread
+from typing import NamedTuple
 
 import torch
 from transformers import AttentionInterface, DynamicCache
@@ -112,9 +113,17 @@ AttentionInterface.register(SHARED, shared_prefix_attention)
 ALL_MASK_ATTENTION_FUNCTIONS.register(SHARED, sdpa_mask)
 
 
-def _prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int):
-    """Encode the prompts once: (last logits, cache, the forward's name for the cache, whether the
-    rows of an abstract can share its prompt)."""
+class Prefill(NamedTuple):
+    """The prompts encoded once: what beam search and sampling start from."""
+
+    logits: torch.Tensor  # (abstracts, vocab): the next token's logits after each prompt
+    cache: DynamicCache
+    cache_arg: str  # the model forward's name for the cache argument
+    shared: bool  # the rows of an abstract can share its prompt's cache (SharedPrefixCache)
+
+
+def _prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> Prefill:
+    """Encode the prompts once."""
     window = getattr(model.config, "sliding_window", None)
     shared = model.config._attn_implementation == SHARED and (
         not window or input_ids.shape[1] + max_new_tokens <= window)
@@ -123,7 +132,7 @@ def _prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_n
     cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     logits = model(input_ids=input_ids, attention_mask=attention_mask, **{cache_arg: cache}, use_cache=True,
                    position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=1).logits[:, -1]
-    return logits, cache, cache_arg, shared
+    return Prefill(logits, cache, cache_arg, shared)
 
 
 def _step_mask(attention_mask: torch.Tensor, alive: torch.Tensor, rows: int, per: int, step: int, shared: bool):
@@ -138,11 +147,13 @@ def _step_mask(attention_mask: torch.Tensor, alive: torch.Tensor, rows: int, per
 @torch.inference_mode()
 def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, num_beams: int,
                 max_new_tokens: int, eos_token_id: int, repetition_penalty: float = 1.0,
-                length_penalty: float = 1.0, should_stop: Callable[[], bool] | None = None) -> list[list[list[int]]]:
-    """The num_beams best continuations of each left-padded prompt, best first, EOS removed."""
+                length_penalty: float = 1.0, should_stop: Callable[[], bool] | None = None,
+                prefill: Prefill | None = None) -> list[list[list[int]]]:
+    """The num_beams best continuations of each left-padded prompt, best first, EOS removed (`prefill`:
+    the prompts already encoded, e.g. shared with sampling)."""
     k, batch, device = num_beams, input_ids.shape[0], input_ids.device
     prompt_lengths = attention_mask.sum(-1)
-    logits, cache, cache_arg, shared = _prefill(model, input_ids, attention_mask, max_new_tokens)
+    logits, cache, cache_arg, shared = prefill or _prefill(model, input_ids, attention_mask, max_new_tokens)
     # tokens already in each row (prompt without padding, then the title so far), for the repetition penalty
     seen = torch.zeros(batch, logits.shape[-1], dtype=torch.bool, device=device)
     seen.scatter_(1, torch.where(attention_mask.bool(), input_ids, input_ids[:, -1:]), True)
@@ -244,47 +255,70 @@ def _ranked(finished: dict, eos_token_id: int) -> list[list[list[int]]]:
 @torch.inference_mode()
 def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, num_samples: int, max_new_tokens: int,
            eos_token_id: int, temperature: float = 1.0, epsilon: float = 0.02, seed: int = 0,
-           should_stop: Callable[[], bool] | None = None) -> list[list[list[int]]]:
+           should_stop: Callable[[], bool] | None = None, prefill: Prefill | None = None) -> list[list[list[int]]]:
     """num_samples continuations of each left-padded prompt, EOS removed, by epsilon sampling: tokens
     below probability `epsilon` are never drawn (the most likely one always may be), the evidence that
     minimum Bayes risk decoding works best with (Freitag et al., 2023). The prompt is encoded once per
-    abstract and shared by its samples, as in beam_search. Each abstract draws from its own generator
-    seeded with `seed`, so its samples do not depend on the other abstracts of the batch."""
+    abstract (or given: `prefill`, shared with the beam search) and its cache shared by the samples.
+
+    A sample that has ended leaves the batch. Each abstract draws one uniform number per sample and
+    step from its own generator seeded with `seed`, whether the sample still runs or not, so a sample
+    depends neither on the other abstracts of the batch nor on which of its siblings ended first."""
     n, batch, device = num_samples, input_ids.shape[0], input_ids.device
-    rows = batch * n
-    logits, cache, cache_arg, shared = _prefill(model, input_ids, attention_mask, max_new_tokens)
+    logits, cache, cache_arg, shared = prefill or _prefill(model, input_ids, attention_mask, max_new_tokens)
     logits = logits.repeat_interleave(n, dim=0)
     generators = [torch.Generator(device).manual_seed(seed) for _ in range(batch)]
-    positions = attention_mask.sum(-1).repeat_interleave(n)[:, None]
-    tokens = torch.full((rows, max_new_tokens), eos_token_id, dtype=torch.long, device=device)
-    done = torch.zeros(rows, dtype=torch.bool, device=device)
-    everyone = torch.arange(batch, device=device)
+    prompt_lengths = attention_mask.sum(-1)
+    tokens = torch.full((batch * n, max_new_tokens), eos_token_id, dtype=torch.long, device=device)
+    slots = torch.arange(batch * n, device=device)  # the sample each row decodes (its abstract: slot // n)
+    ended = torch.zeros(batch * n, dtype=torch.bool, device=device)
     # at most 1/epsilon tokens reach epsilon: drawing among that many is drawing among all (and far cheaper)
     width = min(logits.shape[-1], math.ceil(1 / epsilon) if epsilon > 0 else logits.shape[-1])
     for step in range(max_new_tokens):
         probs, candidates = torch.log_softmax(logits.float() / temperature, dim=-1).topk(width, dim=-1)
         probs = probs.exp()
         probs[:, 1:] = probs[:, 1:].masked_fill(probs[:, 1:] < epsilon, 0.0)  # the most likely always may be
-        drawn = torch.cat([torch.multinomial(p, 1, generator=g)
-                           for p, g in zip(probs.view(batch, n, -1), generators, strict=True)])
-        token = candidates.gather(1, drawn).squeeze(-1)
-        token = token.masked_fill(done, eos_token_id)
-        tokens[:, step] = token
-        done |= token == eos_token_id
-        if bool(done.all()) or step + 1 == max_new_tokens or bool(should_stop and should_stop()):
+        uniforms = torch.cat([torch.rand(n, generator=g, device=device) for g in generators])[slots]
+        cumulative = probs.cumsum(-1)  # inverse-CDF draw: the first token whose cumulative mass passes u
+        drawn = torch.searchsorted(cumulative, uniforms[:, None] * cumulative[:, -1:]).clamp(max=width - 1)
+        token = candidates.gather(1, drawn).squeeze(-1).masked_fill(ended, eos_token_id)
+        tokens[slots[~ended], step] = token[~ended]
+        ended |= token == eos_token_id
+        if bool(ended.all()) or step + 1 == max_new_tokens or bool(should_stop and should_stop()):
             break
-        if shared and step == 0:  # one prompt per abstract; the samples never change rows
-            cache = SharedPrefixCache(cache, attention_mask, n, max_new_tokens)
+        rows, abstracts = _going(ended, slots // n, shared)
+        slots, ended, token = slots[rows], ended[rows], token[rows]
+        if shared and step == 0:  # one prompt per abstract; the samples' titles per row
+            cache = SharedPrefixCache(cache, attention_mask, len(rows) // len(abstracts), max_new_tokens, abstracts)
         elif shared:
-            cache.advance(None, None)
-        elif step == 0:
-            cache.batch_repeat_interleave(n)
-        mask = _step_mask(attention_mask, everyone, rows, n, step, shared)
+            cache.advance(rows, abstracts)
+        else:
+            if step == 0:
+                cache.batch_repeat_interleave(n)
+            cache.reorder_cache(rows)
+        owner = slots // n
+        mask = _step_mask(attention_mask, owner, len(rows), 1, step, shared)
         logits = model(input_ids=token[:, None], attention_mask=mask, **{cache_arg: cache},
-                       position_ids=positions + step, use_cache=True,
+                       position_ids=(prompt_lengths[owner] + step)[:, None], use_cache=True,
                        **({"shared_prefix": cache} if shared else {})).logits[:, -1]
     samples = [[t for t in row if t != eos_token_id] for row in tokens.tolist()]
-    return [samples[i:i + n] for i in range(0, rows, n)]
+    return [samples[i:i + n] for i in range(0, batch * n, n)]
+
+
+def _going(ended: torch.Tensor, owner: torch.Tensor, shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows that decode on (indices into the current rows) and, with a shared prompt cache, the
+    abstracts they belong to (indices into the current abstracts). A shared cache needs the same number
+    of rows per abstract: each keeps its running samples first, padded with ended ones up to the busiest
+    abstract's count (their tokens are not written); abstracts whose samples all ended leave."""
+    if not shared:
+        return (~ended).nonzero().squeeze(-1), torch.unique_consecutive(owner[~ended])
+    abstracts = torch.unique_consecutive(owner).numel()
+    running = (~ended).view(abstracts, -1)
+    per = running.shape[1]
+    counts = running.sum(-1)
+    kept = counts.nonzero().squeeze(-1)
+    order = running.int().argsort(dim=-1, descending=True, stable=True)[kept, : int(counts.max())]
+    return (kept[:, None] * per + order).reshape(-1), kept
 
 
 def decode(models: list, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, options: GenerationOptions,
@@ -296,9 +330,13 @@ def decode(models: list, tokenizer, input_ids: torch.Tensor, attention_mask: tor
     if mode is DecodingMode.CONSENSUS:
         pools = [[] for _ in range(input_ids.shape[0])]
         for model in models:
-            beams = _beams(model, input_ids, attention_mask, options.num_beams, options, eos, should_stop)
+            # one prefill for the beams and the samples, when the search leaves the prompt cache as it is
+            prefill = _prefill(model, input_ids, attention_mask, options.max_new_tokens)
+            beams = _beams(model, input_ids, attention_mask, options.num_beams, options, eos, should_stop,
+                           prefill if prefill.shared else None)
             drawn = sample(model, input_ids, attention_mask, num_samples=options.consensus,
-                           max_new_tokens=options.max_new_tokens, eos_token_id=eos, should_stop=should_stop)
+                           max_new_tokens=options.max_new_tokens, eos_token_id=eos, should_stop=should_stop,
+                           prefill=prefill)
             for pool, found, more in zip(pools, beams, drawn, strict=True):
                 pool.extend(found + more)
     elif mode is DecodingMode.BEAM_SEARCH:
@@ -328,11 +366,11 @@ def stream(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tens
 
 
 def _beams(model, input_ids, attention_mask, num_beams: int, options: GenerationOptions, eos_token_id: int,
-           should_stop) -> list[list[list[int]]]:
+           should_stop, prefill: Prefill | None = None) -> list[list[list[int]]]:
     """The shared-prefill beam search with these options' penalties and limits."""
     return beam_search(model, input_ids, attention_mask, num_beams=num_beams, max_new_tokens=options.max_new_tokens,
                        eos_token_id=eos_token_id, repetition_penalty=options.repetition_penalty,
-                       length_penalty=options.length_penalty, should_stop=should_stop)
+                       length_penalty=options.length_penalty, should_stop=should_stop, prefill=prefill)
 
 
 def _generate(model, tokenizer, input_ids, attention_mask, options, should_stop) -> list[list[str]]:
