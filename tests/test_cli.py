@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from chatgentitle.cli import cli
 
-COMMANDS = ["prepare", "crawl", "train", "generate", "serve", "eval", "export"]
+COMMANDS = ["prepare", "crawl", "train", "generate", "serve", "eval", "export", "label"]
 
 
 def test_every_command_has_help():
@@ -37,7 +37,8 @@ def configs():
 
     return [("train", TrainConfig, ()), ("prepare", PrepareConfig, ("formats",)), ("crawl", CrawlJob, ()),
             ("serve", ServeConfig, ()), ("serve", SourceSpec, ("model",)), ("generate", SourceSpec, ()),
-            ("generate", GenerationOptions, ("num_candidates",)), ("eval", GenerationOptions, ("num_candidates",))]
+            ("generate", GenerationOptions, ("num_candidates",)), ("eval", GenerationOptions, ("num_candidates",)),
+            ("label", SourceSpec, ()), ("label", GenerationOptions, ("num_candidates",))]
 
 
 @pytest.mark.parametrize(("command", "config", "skip"), configs())

@@ -284,3 +284,31 @@ def test_ensemble_member_needs_the_same_base(ensemble_dir, tmp_path):
     config.write_text(config.read_text().replace("base_model:", "base_model: other-base\nold_base:"))
     with pytest.raises(ModelError, match="base model"):
         TitleGenerator.load(folder, dtype="fp32")
+
+
+def test_label_writes_trainable_labels_and_never_a_held_out_paper(run_dir, tmp_path):
+    """`label`: consensus titles for training papers in prepare's format, resumable; a held-out id stops it."""
+    import json
+
+    from click.testing import CliRunner
+    from helpers import paper_row
+
+    from chatgentitle.cli import cli
+    from chatgentitle.train import load_examples
+
+    train, val, out = tmp_path / "train.jsonl", tmp_path / "val.jsonl", tmp_path / "labels.jsonl"
+    train.write_text("".join(json.dumps(paper_row(i)) + "\n" for i in range(5)))
+    val.write_text("".join(json.dumps(paper_row(i)) + "\n" for i in range(5, 8)))
+    args = ["label", "--model", str(run_dir), "--data", str(train), "--held-out", str(val), "--output", str(out),
+            "--consensus", "4", "--max-new-tokens", "6", "--dtype", "fp32"]
+    result = CliRunner().invoke(cli, [*args, "--max-papers", "3"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, args)
+    assert "2 labels written" in result.output and "(3 already there)" in result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [paper_row(i)["id"] for i in range(5)]
+    assert all(r["real_title"] == paper_row(i)["title"] and r["title"] for i, r in enumerate(rows))
+    assert len(load_examples(out)) == 5  # what train --data reads: the label is the title
+    val.write_text(json.dumps(paper_row(2)) + "\n")  # a training paper that is also held out
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and f"paper {paper_row(2)['id']} is held out" in result.output

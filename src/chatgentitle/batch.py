@@ -105,6 +105,39 @@ def generate_file(
     return len(todo), len(skip)
 
 
+def label_file(source: TitleSource, data: Path, held_out: list[Path], output: Path, options: GenerationOptions,
+               batch_size: int = 8, max_papers: int | None = None) -> tuple[int, int]:
+    """Titles by `options` (the consensus, by default) for training papers, as prepare-format rows that
+    `train --data` reads: id, abstract, title (the label), the paper's own title (real_title) and the
+    candidate the consensus agreed with least (rejected, for preference training). No paper of
+    `held_out` (validation, test) may be among them, nor among the rows already in `output`.
+    Resumable; returns (written, skipped)."""
+    import itertools
+
+    from chatgentitle.records import read_papers
+
+    excluded = {p.id for p in read_papers(held_out)}
+    papers = list(itertools.islice(read_papers([data]), max_papers))
+    skip = done_ids(output)
+    leaked = next((i for i in itertools.chain((p.id for p in papers), skip) if i in excluded), None)
+    if leaked:
+        raise InputError(f"paper {leaked} is held out ({', '.join(map(str, held_out))}): "
+                         f"labels come from training papers only")
+    todo = [p for p in papers if p.id not in skip]
+    ranked = replace(options, num_candidates=8)  # best first: the label, ..., the least agreed
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with Progress(len(todo), "labels", output.stem) as shown, open(output, "a", encoding="utf-8") as out:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            for paper, found in zip(chunk, source.generate([p.abstract for p in chunk], ranked), strict=True):
+                row = {"id": paper.id, "abstract": paper.abstract, "title": found[0], "real_title": paper.title}
+                out.write(json.dumps(row | ({"rejected": found[-1]} if len(found) > 1 else {}),
+                                     ensure_ascii=False) + "\n")
+            out.flush()
+            shown.update(len(chunk))
+    return len(todo), len(skip)
+
+
 def describe(candidates: list[Candidate], as_json: bool = False) -> str:
     """Candidates as `generate` prints them: one per line (score and warnings when ranked), or JSON."""
     if as_json:

@@ -239,6 +239,30 @@ def serve(models, **flags):
 
 
 @cli.command()
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path),
+              help="Training papers: prepare's train.jsonl.")
+@click.option("--held-out", "held_out", multiple=True, required=True, type=click.Path(exists=True, path_type=Path),
+              help="Validation and test papers (repeatable): labelling stops with an error if one is among them.")
+@click.option("--output", "output_path", required=True, type=click.Path(path_type=Path),
+              help="JSONL of labels (id, abstract, title, real_title, rejected); re-running resumes.")
+@click.option("--max-papers", type=click.IntRange(1), help="Label only the first N papers of --data.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@dataclass_flags(SourceSpec)
+@dataclass_flags(GenerationOptions, skip=("num_candidates",))
+def label(data_path, held_out, output_path, max_papers, batch_size, **flags):
+    """Consensus titles for training abstracts: the labels that distillation trains on (`train --data`)."""
+    from chatgentitle import batch
+
+    source = _source(flags)
+    try:
+        written, skipped = batch.label_file(source, data_path, list(held_out), output_path,
+                                            take(GenerationOptions, flags), batch_size, max_papers)
+    except (batch.InputError, FileNotFoundError) as err:
+        raise UserError(str(err)) from None
+    click.echo(f"{written} labels written to {output_path} ({skipped} already there)")
+
+
+@cli.command()
 @click.option("--adapter", "run_dir", required=True, type=click.Path(exists=True, path_type=Path),
               help="Run dir or PEFT adapter dir.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
