@@ -120,3 +120,18 @@ def test_eval_bad_inputs(tmp_path, test_file):
     result = runner.invoke(cli, ["eval", "--data", str(test_file), "--predictions", f"e={empty}", "--out",
                                  str(tmp_path / "o")])
     assert result.exit_code == 1 and "no usable predictions" in result.output
+
+
+def test_paired_difference_against_the_first_system():
+    """The paired bootstrap resamples papers, not systems: a constant gain has a zero-width interval."""
+    from chatgentitle.metrics import PaperScore
+    from chatgentitle.report import paired_differences
+
+    def scores(values):
+        return [PaperScore(rouge1=v, rouge2=v, rougeL=v, exact=0, words=5, copy_rate=0, cliche=0, duplicate=0,
+                           repeated=0) for v in values]
+
+    base = [10.0, 50.0, 30.0, 70.0]
+    paired = paired_differences({"a": scores(base), "b": scores([v + 2 for v in base]), "c": scores(base[::-1])})
+    assert paired["b"] == {"against": "a", "rougeL_difference": 2.0, "rougeL_difference_ci95": [2.0, 2.0]}
+    assert paired["c"]["rougeL_difference"] == 0.0 and paired["c"]["rougeL_difference_ci95"][0] < 0

@@ -164,6 +164,10 @@ def summary_lines(result: dict, out_dir: Path) -> str:
         low, high = summary["rougeL_ci95"]
         lines.append(f"{name:<24} ROUGE-1 {summary['rouge1']:.1f}  ROUGE-2 {summary['rouge2']:.1f}  "
                      f"ROUGE-L {summary['rougeL']:.1f} [{low:.1f}, {high:.1f}]  BLEU {summary['bleu']:.1f}")
+    for name, paired in result.get("paired", {}).items():
+        low, high = paired["rougeL_difference_ci95"]
+        lines.append(f"{name} − {paired['against']}: ROUGE-L {paired['rougeL_difference']:+.2f} "
+                     f"[{low:+.2f}, {high:+.2f}] (paired bootstrap)")
     return "\n".join([*lines, f"report: {Path(out_dir) / 'report.md'}"])
 
 
@@ -190,7 +194,8 @@ def evaluate(papers: list[Paper], systems: dict[str, dict[str, str]], out_dir: P
                     "rougeL_ci95": list(bootstrap_ci([s.rougeL for s in items]))}
             for group, items in sorted(grouped.items())
         }
-    result = {"papers": len(papers), "systems": summary, "by_category": by_category, "problems": problems or []}
+    result = {"papers": len(papers), "systems": summary, "by_category": by_category,
+              "paired": paired_differences(per_paper), "problems": problems or []}
     write_atomic(out_dir / "scores.json", lambda f: f.write(json.dumps(result, indent=2)), mode="w")
     write_jsonl(out_dir / "predictions.jsonl", (
         {"id": p.id, "categories": p.categories, "title": p.title,
@@ -202,6 +207,19 @@ def evaluate(papers: list[Paper], systems: dict[str, dict[str, str]], out_dir: P
     write_atomic(out_dir / "report.md", lambda f: f.write(markdown), mode="w")
     write_atomic(out_dir / "report.html", lambda f: f.write(_html(markdown)), mode="w")
     return result
+
+
+def paired_differences(per_paper: dict[str, list]) -> dict[str, dict]:
+    """Each system's ROUGE-L minus the first system's, paper by paper: the mean difference and its paired
+    bootstrap 95% CI (the same papers resampled for both), which is narrower than comparing two CIs."""
+    names = list(per_paper)
+    found = {}
+    for name in names[1:]:
+        differences = [b.rougeL - a.rougeL for a, b in zip(per_paper[names[0]], per_paper[name], strict=True)]
+        if differences:
+            found[name] = {"against": names[0], "rougeL_difference": sum(differences) / len(differences),
+                           "rougeL_difference_ci95": list(bootstrap_ci(differences))}
+    return found
 
 
 def _fmt(value) -> str:
@@ -228,6 +246,12 @@ def _markdown(result: dict, papers: list[Paper], systems: dict, per_paper: dict)
     if papers:
         mean_words = sum(len(p.title.split()) for p in papers) / len(papers)
         lines.append(f"\nReal titles: {mean_words:.1f} words on average.\n")
+    for name, paired in result["paired"].items():
+        low, high = paired["rougeL_difference_ci95"]
+        lines.append(f"- {name} − {paired['against']}: ROUGE-L {paired['rougeL_difference']:+.2f} "
+                     f"[{low:+.2f}, {high:+.2f}] (paired bootstrap, same papers)")
+    if result["paired"]:
+        lines.append("")
     lines.append("## ROUGE-L by category\n")
     groups = sorted({g for name in names for g in result["by_category"][name]})
     lines.append("| category | papers | " + " | ".join(names) + " |")
