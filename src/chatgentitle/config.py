@@ -173,7 +173,8 @@ class TrainConfig:
     resume_from_checkpoint: str | None = None
     """A checkpoint dir, or "last" for the newest complete checkpoint in output_dir."""
     init_adapter: str | None = None
-    """Start from this PEFT adapter's weights (same rank and targets) instead of a fresh LoRA."""
+    """Start from this PEFT adapter's weights (same rank and targets) instead of a fresh LoRA; "default":
+    the packaged adapter (rank 16, all linear layers)."""
     prompt_template: str = "alpaca"
     """Packaged template name (alpaca, compact, chat) or a template JSON file; saved with the adapter."""
     max_steps: int = -1

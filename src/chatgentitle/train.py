@@ -290,7 +290,9 @@ def build_model(cfg: TrainConfig, dtype, device: str):
     )
     model = get_peft_model(model, lora)
     if cfg.init_adapter:
-        load_adapter_weights(model, cfg.init_adapter)
+        from chatgentitle.generate import default_adapter_dir
+
+        load_adapter_weights(model, default_adapter_dir() if cfg.init_adapter == "default" else cfg.init_adapter)
     return model, tokenizer
 
 
