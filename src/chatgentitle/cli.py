@@ -263,8 +263,8 @@ def label(data_path, held_out, output_path, max_papers, batch_size, **flags):
 
 
 @cli.command()
-@click.option("--adapter", "run_dir", required=True, type=click.Path(exists=True, path_type=Path),
-              help="Run dir or PEFT adapter dir.")
+@click.option("--adapter", "run_dir", required=True,
+              help="Run dir or PEFT adapter dir ('default': the packaged adapter, exported as 'chatgentitle').")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output folder (hf: the checkpoint; gguf: RUN-OUTTYPE.gguf and an Ollama Modelfile).")
 @click.option("--format", "out_format", type=click.Choice(["hf", "gguf"]), default="hf", show_default=True,
@@ -277,14 +277,18 @@ def label(data_path, held_out, output_path, max_papers, batch_size, **flags):
 def export(run_dir, out_dir, out_format, dtype, outtype):
     """Merge an adapter into its base model: a plain HF checkpoint (plus the adapter alone in adapter/),
     or a GGUF file whose chat template writes our prompt around a pasted abstract."""
+    from chatgentitle.generate import default_adapter_dir
     from chatgentitle.modeling import ModelError, export_instructions, export_merged
-    from chatgentitle.run import RunDir
 
+    name = "chatgentitle" if run_dir == "default" else Path(run_dir).name
+    run_dir = default_adapter_dir() if run_dir == "default" else Path(run_dir)
+    if run_dir is None or not run_dir.exists():
+        raise UserError(f"adapter not found: {run_dir or 'the packaged default (not in this install)'}")
     try:
         if out_format == "gguf":
             from chatgentitle.gguf_export import export_gguf, gguf_instructions
 
-            out_file = out_dir / f"{RunDir(run_dir).name}-{outtype}.gguf"
+            out_file = out_dir / f"{name}-{outtype}.gguf"
             click.echo(gguf_instructions(export_gguf(run_dir, out_file, outtype)))
         else:
             click.echo(export_instructions(run_dir, export_merged(run_dir, out_dir, dtype)))
