@@ -151,12 +151,17 @@ def describe(candidates: list[Candidate], as_json: bool = False) -> str:
     return "\n".join(lines)
 
 
-def samples_report(source: TitleSource, options: GenerationOptions) -> str:
-    """Titles for the packaged sample abstracts beside the real titles (`generate --samples`)."""
+def sample_papers() -> list[dict]:
+    """The packaged sample papers (id, categories, title, abstract): held-out April 2026 arXiv papers."""
     from importlib import resources
 
-    rows = [json.loads(line) for line in
+    return [json.loads(line) for line in
             (resources.files("chatgentitle") / "samples" / "abstracts.jsonl").read_text().splitlines()]
+
+
+def samples_report(source: TitleSource, options: GenerationOptions) -> str:
+    """Titles for the packaged sample abstracts beside the real titles (`generate --samples`)."""
+    rows = sample_papers()
     began = time.perf_counter()
     found = titles(source, [r["abstract"] for r in rows], replace(options, num_candidates=1))
     seconds = time.perf_counter() - began

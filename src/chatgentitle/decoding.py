@@ -305,13 +305,14 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, num_
     return [samples[i:i + n] for i in range(0, batch * n, n)]
 
 
-def _going(ended: torch.Tensor, owner: torch.Tensor, shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _going(ended: torch.Tensor, owner: torch.Tensor, shared: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The rows that decode on (indices into the current rows) and, with a shared prompt cache, the
-    abstracts they belong to (indices into the current abstracts). A shared cache needs the same number
-    of rows per abstract: each keeps its running samples first, padded with ended ones up to the busiest
-    abstract's count (their tokens are not written); abstracts whose samples all ended leave."""
+    abstracts they belong to (indices into the current abstracts; None without one). A shared cache
+    needs the same number of rows per abstract: each keeps its running samples first, padded with
+    ended ones up to the busiest abstract's count (their tokens are not written); abstracts whose
+    samples all ended leave."""
     if not shared:
-        return (~ended).nonzero().squeeze(-1), torch.unique_consecutive(owner[~ended])
+        return (~ended).nonzero().squeeze(-1), None
     abstracts = torch.unique_consecutive(owner).numel()
     running = (~ended).view(abstracts, -1)
     per = running.shape[1]

@@ -158,14 +158,11 @@ def abstract_chars(info, tokenizer) -> int:
     """About how many characters of an abstract the model sees in process, where the prompt is cut to the
     run's cutoff_len tokens: the tokens the instruction leaves, at the characters per token of the
     packaged sample abstracts. A chat template cannot count tokens; it cuts at this many characters."""
-    import json
-    from importlib import resources
-
+    from chatgentitle.batch import sample_papers
     from chatgentitle.prompt import encode_prompt
 
     overhead = len(encode_prompt(info.template, tokenizer, "x")) - 1
-    samples = [json.loads(line)["abstract"] for line in
-               (resources.files("chatgentitle") / "samples" / "abstracts.jsonl").read_text().splitlines()]
+    samples = [paper["abstract"] for paper in sample_papers()]
     tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in samples)
     return int((info.cutoff_len - overhead) * sum(map(len, samples)) / tokens)
 
