@@ -29,9 +29,7 @@ def parse_model(text: str):
 
     name, _, rest = text.partition("=")
     run_dir, *pairs = rest.split(",")
-    types = GenerationOptions.__annotations__
-    overrides = {k: {"int": int, "float": float}[types[k]](v) for k, v in (p.split("=") for p in pairs)}
-    return name, None if run_dir == "default" else run_dir, GenerationOptions(**overrides)
+    return name, None if run_dir == "default" else run_dir, GenerationOptions(**GenerationOptions.overrides(pairs))
 
 
 def main() -> None:
@@ -41,6 +39,7 @@ def main() -> None:
     parser.add_argument("--papers", type=int, default=200)
     parser.add_argument("--latency-papers", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--dtype", default="auto", help="auto, bf16 or fp32 (a CPU without AVX512-bf16)")
     args = parser.parse_args()
 
     from chatgentitle.config import DecodingMode
@@ -50,7 +49,7 @@ def main() -> None:
     abstracts, references = [r["abstract"] for r in rows], [r["title"] for r in rows]
     results = []
     for name, run_dir, options in map(parse_model, args.model):
-        generator = TitleGenerator.load(run_dir)
+        generator = TitleGenerator.load(run_dir, dtype=args.dtype)
         decode = partial(generator.__call__, options=options)
         decode(abstracts[:2])  # warm-up
         titles, rate = timed_batches(decode, abstracts, args.batch_size)
@@ -65,7 +64,8 @@ def main() -> None:
         del generator
     print(table(["model", "decoding", "prompt tokens ≤", f"titles/s (batch {args.batch_size})",
                  "p50 s (one title)", "p95 s", "ROUGE-L", "words"], results))
-    print(f"\n{len(abstracts)} papers from {args.data}; latency over the first {args.latency_papers}, one per call.")
+    print(f"\n{len(abstracts)} papers from {args.data}, dtype {args.dtype}; latency over the first "
+          f"{args.latency_papers}, one per call.")
 
 
 if __name__ == "__main__":

@@ -52,3 +52,13 @@ def test_every_config_field_has_a_flag_with_help(command, config, skip):
             continue
         assert field.name in params, f"{command}: no flag for {field.name}"
         assert params[field.name].help and "[default:" in params[field.name].help
+
+
+def test_label_decodes_the_best_titles_by_default():
+    """Labels are the consensus titles (BEST_TITLES samples per model), whatever generate's fast default."""
+    from chatgentitle.config import BEST_TITLES, GenerationOptions
+
+    params = {p.name: p for p in cli.commands["label"].params}
+    assert params["consensus"].default == BEST_TITLES and f"[default: {BEST_TITLES}]" in params["consensus"].help
+    generate = {p.name: p for p in cli.commands["generate"].params}
+    assert generate["consensus"].default is None and GenerationOptions().consensus == 0

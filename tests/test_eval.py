@@ -68,8 +68,9 @@ def test_eval_report_with_a_model_lead_1_and_predictions(tmp_path, test_file, ti
     preds.write_text('{"id": "p1", "title": "Graph Neural Networks for Learning"}\n'
                      '{"id": "zzz", "title": "unknown paper"}\n{"id": "p2", "title": ""}\nnot json\n')
     out = tmp_path / "report"
-    args = ["eval", "--data", str(test_file), "--model", f"tiny={run}", "--baseline", "lead-1",
-            "--predictions", f"chatgpt={preds}", "--out", str(out), "--max-new-tokens", "4", "--dtype", "fp32"]
+    args = ["eval", "--data", str(test_file), "--model", f"tiny={run}", "--model", f"short={run},max_new_tokens=1",
+            "--baseline", "lead-1", "--predictions", f"chatgpt={preds}", "--out", str(out), "--max-new-tokens", "4",
+            "--dtype", "fp32"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "1 ids not in the test data" in result.output
@@ -78,7 +79,8 @@ def test_eval_report_with_a_model_lead_1_and_predictions(tmp_path, test_file, ti
     assert {"report.md", "report.html", "scores.json", "predictions.jsonl", "metrics.png", "title_lengths.png",
             "predictions", "papers.jsonl"} <= names
     scores = json.loads((out / "scores.json").read_text())
-    assert list(scores["systems"]) == ["tiny", "chatgpt", "lead-1"]
+    assert list(scores["systems"]) == ["tiny", "short", "chatgpt", "lead-1"]
+    assert scores["systems"]["short"]["mean_words"] <= 1 < scores["systems"]["tiny"]["mean_words"]  # its own decoding
     assert scores["systems"]["chatgpt"]["exact"] == 50.0 and scores["systems"]["chatgpt"]["rougeL"] == 50.0
     assert set(scores["by_category"]["lead-1"]) == {"cs.LG", "physics"}
     report = (out / "report.md").read_text()
@@ -120,6 +122,9 @@ def test_eval_bad_inputs(tmp_path, test_file):
     result = runner.invoke(cli, ["eval", "--data", str(test_file), "--predictions", f"e={empty}", "--out",
                                  str(tmp_path / "o")])
     assert result.exit_code == 1 and "no usable predictions" in result.output
+    bad = runner.invoke(cli, ["eval", "--data", str(test_file), "--model", "x=runs/x,beams=2", "--out",
+                              str(tmp_path / "o")])
+    assert bad.exit_code == 1 and "'beams=2': give OPTION=VALUE with one of" in bad.output
 
 
 def test_paired_difference_against_the_first_system():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from chatgentitle.config import GenerationOptions, TrainConfig
+from chatgentitle.config import BEST_TITLES, GenerationOptions, TrainConfig
 from chatgentitle.crawl import CrawlJob
 from chatgentitle.flags import dataclass_flags, given, take
 from chatgentitle.prepare import PrepareConfig
@@ -248,7 +248,7 @@ def serve(models, **flags):
 @click.option("--max-papers", type=click.IntRange(1), help="Label only the first N papers of --data.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @dataclass_flags(SourceSpec)
-@dataclass_flags(GenerationOptions, skip=("num_candidates",))
+@dataclass_flags(GenerationOptions, skip=("num_candidates",), defaults={"consensus": BEST_TITLES})
 def label(data_path, held_out, output_path, max_papers, batch_size, **flags):
     """Consensus titles for training abstracts: the labels that distillation trains on (`train --data`)."""
     from chatgentitle import batch
@@ -301,7 +301,9 @@ def export(run_dir, out_dir, out_format, dtype, outtype):
 @click.option("--data", "data_path", required=True, type=click.Path(path_type=Path),
               help="Test papers: prepare's test.jsonl (or any snapshot-format file).")
 @click.option("--model", "models", multiple=True,
-              help="A run dir to evaluate, optionally NAME=RUN_DIR; repeatable. [default: the packaged model]")
+              help="A run dir to evaluate, optionally NAME=RUN_DIR, and its own decoding after commas "
+                   "(NAME=RUN_DIR,num_beams=1,consensus=32: the flags below otherwise); repeatable. "
+                   "[default: the packaged model]")
 @click.option("--endpoint-model", "endpoint_models", multiple=True,
               help="A system behind an OpenAI-compatible server: NAME=URL,MODEL (completions with our prompt) or "
                    "NAME=URL,MODEL,chat (chat models); repeatable. Key: CHATGENTITLE_ENDPOINT_KEY / OPENAI_API_KEY.")

@@ -10,6 +10,7 @@ import ast
 import enum
 import inspect
 import textwrap
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from pathlib import Path
@@ -51,6 +52,9 @@ class DecodingMode(enum.Enum):
         return self is DecodingMode.CONSENSUS
 
 
+BEST_TITLES = 32  # consensus samples per model for the best titles (`label`'s default; docs/search.md)
+
+
 @dataclass
 class GenerationOptions:
     """How titles are decoded; every field takes effect. The bounds keep one request's work bounded
@@ -74,16 +78,31 @@ class GenerationOptions:
     length_penalty: float = _bounded(1.0, 0.0, 2.0)
     """Beam search: a finished title's score is its log-probability / length**length_penalty; below 1
     favours shorter titles, above 1 longer ones."""
-    consensus: int = _bounded(32, 0, 64)
-    """Choose the title by consensus: draw this many samples per model besides the beams and return the
+    consensus: int = _bounded(0, 0, 64)
+    """Best titles, ~10× slower: draw this many samples per model besides the beams and return the
     candidate that agrees most (mean ROUGE-L) with all of them (minimum Bayes risk); with an ensemble run
-    every member takes part. 0: the most likely beam, ~10× faster (docs/benchmarks.md); 32 with the
-    packaged ensemble: +1.4 ROUGE-L on validation (docs/search.md). Not used with do_sample or
-    no_repeat_ngram_size (those decode as they say)."""
+    every member takes part. 32 (BEST_TITLES) with the packaged ensemble: +1.3 ROUGE-L on validation
+    (docs/search.md). 0: the most likely beam. Not used with do_sample or no_repeat_ngram_size (those
+    decode as they say)."""
     no_repeat_ngram_size: int = _bounded(0, 0, 8)
     """Never repeat a sequence of this many tokens within a title (0: off)."""
     num_candidates: int = _bounded(1, 1, 8)
     """Distinct titles to return per abstract (beam search or sampling provide them)."""
+
+    @classmethod
+    def overrides(cls, pairs: list[str]) -> dict:
+        """Fields from "name=value" texts (eval's and bench_default's NAME=RUN_DIR,num_beams=1,...)."""
+        types, found = typing.get_type_hints(cls), {}
+        for pair in pairs:
+            name, _, value = pair.partition("=")
+            if name not in types or not value:
+                raise ValueError(f"{pair!r}: give OPTION=VALUE with one of {', '.join(types)}")
+            kind = types[name]
+            try:
+                found[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+            except ValueError:
+                raise ValueError(f"{pair!r}: {name} takes a {kind.__name__}") from None
+        return found
 
     def __post_init__(self):
         for f in fields(self):

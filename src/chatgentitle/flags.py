@@ -1,7 +1,8 @@
 """Command-line flags generated from the config dataclasses: one flag per field, its help from the
 field's docstring, its bounds from the field's "range", its name from the field (or "flag" in the
-field's metadata), an environment variable from "envvar". Every flag defaults to None, so that a
-YAML file, a preset or the dataclass default applies unless the flag is given.
+field's metadata), an environment variable from "envvar". Every flag defaults to None (or to the
+command's own default), so that a YAML file, a preset or the dataclass default applies unless the flag
+is given.
 
     @dataclass_flags(ServeConfig)
     def serve(**values):
@@ -20,8 +21,10 @@ from chatgentitle.config import field_docs
 _KINDS = {int: int, float: float, int | None: int, float | None: float}
 
 
-def dataclass_flags(cls, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None):
-    """A decorator adding one flag per field of `cls` (all but `skip`, or only `only`)."""
+def dataclass_flags(cls, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None,
+                    defaults: dict | None = None):
+    """A decorator adding one flag per field of `cls` (all but `skip`, or only `only`); `defaults`
+    replaces the dataclass's default for this command."""
     types, docs = get_type_hints(cls), field_docs(cls)
 
     def add(func):
@@ -30,8 +33,10 @@ def dataclass_flags(cls, skip: tuple[str, ...] = (), only: tuple[str, ...] | Non
                 continue
             flag = option.metadata.get("flag") or "--" + option.name.replace("_", "-")
             default = option.default if option.default is not dataclasses.MISSING else option.default_factory()
+            default = (defaults or {}).get(option.name, default)
             shown = ",".join(default) if isinstance(default, list | tuple) else default
-            extra = {"help": f"{docs[option.name]} [default: {shown}]", "default": None,
+            extra = {"help": f"{docs[option.name]} [default: {shown}]",
+                     "default": (defaults or {}).get(option.name),
                      "envvar": option.metadata.get("envvar")}
             if types[option.name] is bool:
                 func = click.option(f"{flag}/--no-{flag[2:]}", option.name, **extra)(func)

@@ -14,10 +14,10 @@ import html
 import json
 import re
 from collections import defaultdict
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from chatgentitle.config import DEFAULT_BASE
+from chatgentitle.config import DEFAULT_BASE, GenerationOptions
 from chatgentitle.metrics import bootstrap_ci, category_group, score_pairs, summarise
 from chatgentitle.records import Paper, read_papers, write_atomic, write_jsonl
 from chatgentitle.sources import DEFAULT_MODEL, SourceSpec, load_source
@@ -81,6 +81,8 @@ class System:
     source: SourceSpec | None = None
     predictions: Path | None = None
     baseline: str | None = None
+    options: dict = field(default_factory=dict)
+    """A model's own decoding: GenerationOptions fields over eval's flags (NAME=RUN_DIR,num_beams=1)."""
 
 
 def named(value: str, default_name: str) -> tuple[str, str]:
@@ -90,14 +92,19 @@ def named(value: str, default_name: str) -> tuple[str, str]:
 
 def parse_systems(models=(), endpoint_models=(), prediction_files=(), baselines=(),
                   spec: SourceSpec | None = None) -> list[System]:
-    """The systems of `eval`'s flags, in report order: models (NAME=RUN_DIR; none at all: the packaged
-    model), endpoint models (NAME=URL,MODEL or NAME=URL,MODEL,chat), the zero-shot baseline, prediction
-    files (NAME=FILE), lead-1. `spec` says how models load (device, dtype, the zero-shot base)."""
+    """The systems of `eval`'s flags, in report order: models (NAME=RUN_DIR[,OPTION=VALUE...], the options
+    its own decoding; none at all: the packaged model), endpoint models (NAME=URL,MODEL or
+    NAME=URL,MODEL,chat), the zero-shot baseline, prediction files (NAME=FILE), lead-1. `spec` says how
+    models load (device, dtype, the zero-shot base)."""
     spec = spec or SourceSpec()
     if not (models or endpoint_models or prediction_files or baselines):
         models = (DEFAULT_MODEL,)
     model = replace(spec, base_model=None)
-    systems = [System(name, replace(model, model=run)) for name, run in (named(v, Path(v).name) for v in models)]
+    systems = []
+    for value in models:
+        run, *pairs = value.split(",")
+        name, run = named(run, Path(run).name)
+        systems.append(System(name, replace(model, model=run), options=GenerationOptions.overrides(pairs)))
     for value in endpoint_models:
         name, found = named(value, "endpoint")
         url, _, rest = found.partition(",")
@@ -128,7 +135,8 @@ def collect_systems(papers: list[Paper], out_dir: Path, systems: list[System], o
         if system.source:
             generator = load_source(system.source)
             cache = out_dir / "predictions" / f"{system.name}.jsonl"
-            written, skipped = generate_file(generator, abstracts_file, cache, options, batch_size, progress=progress)
+            written, skipped = generate_file(generator, abstracts_file, cache, replace(options, **system.options),
+                                             batch_size, progress=progress)
             echo(f"{system.name}: {written} titles generated, {skipped} from the previous run")
             found[system.name] = read_predictions(cache, ids)[0]
             del generator  # one model in memory at a time
