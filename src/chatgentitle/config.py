@@ -79,7 +79,7 @@ class GenerationOptions:
     """Beam search: a finished title's score is its log-probability / length**length_penalty; below 1
     favours shorter titles, above 1 longer ones."""
     consensus: int = _bounded(0, 0, 64)
-    """Best titles, ~10× slower: draw this many samples per model besides the beams and return the
+    """Best titles, ~8× slower: draw this many samples per model besides the beams and return the
     candidate that agrees most (mean ROUGE-L) with all of them (minimum Bayes risk); with an ensemble run
     every member takes part. 32 (BEST_TITLES) with the packaged ensemble: +1.3 ROUGE-L on validation
     (docs/search.md). 0: the most likely beam. Not used with do_sample or no_repeat_ngram_size (those

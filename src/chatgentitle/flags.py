@@ -25,7 +25,7 @@ def dataclass_flags(cls, skip: tuple[str, ...] = (), only: tuple[str, ...] | Non
                     defaults: dict | None = None):
     """A decorator adding one flag per field of `cls` (all but `skip`, or only `only`); `defaults`
     replaces the dataclass's default for this command."""
-    types, docs = get_type_hints(cls), field_docs(cls)
+    types, docs, defaults = get_type_hints(cls), field_docs(cls), defaults or {}
 
     def add(func):
         for option in reversed(dataclasses.fields(cls)):
@@ -33,10 +33,9 @@ def dataclass_flags(cls, skip: tuple[str, ...] = (), only: tuple[str, ...] | Non
                 continue
             flag = option.metadata.get("flag") or "--" + option.name.replace("_", "-")
             default = option.default if option.default is not dataclasses.MISSING else option.default_factory()
-            default = (defaults or {}).get(option.name, default)
+            default = defaults.get(option.name, default)
             shown = ",".join(default) if isinstance(default, list | tuple) else default
-            extra = {"help": f"{docs[option.name]} [default: {shown}]",
-                     "default": (defaults or {}).get(option.name),
+            extra = {"help": f"{docs[option.name]} [default: {shown}]", "default": defaults.get(option.name),
                      "envvar": option.metadata.get("envvar")}
             if types[option.name] is bool:
                 func = click.option(f"{flag}/--no-{flag[2:]}", option.name, **extra)(func)

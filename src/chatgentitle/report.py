@@ -92,8 +92,8 @@ def named(value: str, default_name: str) -> tuple[str, str]:
 
 def parse_systems(models=(), endpoint_models=(), prediction_files=(), baselines=(),
                   spec: SourceSpec | None = None) -> list[System]:
-    """The systems of `eval`'s flags, in report order: models (NAME=RUN_DIR[,OPTION=VALUE...], the options
-    its own decoding; none at all: the packaged model), endpoint models (NAME=URL,MODEL or
+    """The systems of `eval`'s flags, in report order: models (NAME=RUN_DIR[,OPTION=VALUE...]: the options
+    are its own decoding; none at all: the packaged model), endpoint models (NAME=URL,MODEL or
     NAME=URL,MODEL,chat), the zero-shot baseline, prediction files (NAME=FILE), lead-1. `spec` says how
     models load (device, dtype, the zero-shot base)."""
     spec = spec or SourceSpec()
