@@ -45,6 +45,7 @@ def test_options_reach_the_generator(client, fake_generator):
         ({}, 422),
         ({"abstract": ""}, 422),
         ({"abstract": "   "}, 422),
+        ({"abstract": "\x1f\x85\u3000"}, 422),  # blank to Python, not to every regex engine's \S
         ({"abstract": 42}, 422),
         ({"abstract": ["a list"]}, 422),
         ({"abstracts": []}, 422),
@@ -59,6 +60,17 @@ def test_options_reach_the_generator(client, fake_generator):
 def test_bad_requests_get_4xx_and_the_server_keeps_serving(client, body, status):
     assert client.post("/v1/titles", json=body).status_code == status
     assert client.post("/v1/titles", json={"abstract": ABSTRACT}).status_code == 200
+
+
+def test_the_schemas_text_pattern_is_what_the_server_strips():
+    """A request the OpenAPI document allows is one the server takes: its "holds text" is str.strip()'s."""
+    import re
+    import sys
+
+    from chatgentitle.batcher import HOLDS_TEXT
+
+    pattern = re.compile(HOLDS_TEXT)
+    assert all(bool(pattern.match(c)) == bool(c.strip()) for c in map(chr, range(sys.maxunicode + 1)))
 
 
 def test_malformed_and_oversized_bodies(client):

@@ -61,6 +61,7 @@ def test_wrong_key_unknown_model_and_bad_bodies(tiny_server, client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": ABSTRACT}])
     for bad in ({"messages": []}, {"messages": [{"role": "user", "content": "  "}]},
+                {"messages": [{"role": "user", "content": "\x1f"}]},
                 {"messages": [{"role": "user", "content": ABSTRACT}], "n": 9},
                 {"messages": [{"role": "user", "content": ABSTRACT}], "temperature": 5}):
         with pytest.raises(openai.UnprocessableEntityError):

@@ -18,10 +18,10 @@ from typing import Annotated, get_type_hints
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
-from chatgentitle.batcher import MAX_ABSTRACT_CHARS, MAX_ABSTRACTS, Busy, Job, TitleService
+from chatgentitle.batcher import HOLDS_TEXT, MAX_ABSTRACT_CHARS, MAX_ABSTRACTS, Busy, Job, TitleService
 from chatgentitle.config import GenerationOptions, field_docs
 
-Abstract = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ABSTRACT_CHARS, pattern=r"\S")]
+Abstract = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ABSTRACT_CHARS, pattern=HOLDS_TEXT)]
 
 
 class ErrorBody(BaseModel):

@@ -16,13 +16,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from chatgentitle.api import answer, responses, served_model
-from chatgentitle.batcher import MAX_ABSTRACT_CHARS, MAX_ABSTRACTS, TitleService
+from chatgentitle.batcher import HOLDS_TEXT, MAX_ABSTRACT_CHARS, MAX_ABSTRACTS, TitleService
 from chatgentitle.config import GenerationOptions
 
 MAX_PROMPT_CHARS = MAX_ABSTRACT_CHARS + 2000  # the abstract's bound plus a template
-Prompt = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=r"\S")]
+Prompt = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=HOLDS_TEXT)]
 Text = Annotated[str, StringConstraints(max_length=MAX_ABSTRACT_CHARS)]
-AbstractText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ABSTRACT_CHARS, pattern=r"\S")]
+AbstractText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ABSTRACT_CHARS, pattern=HOLDS_TEXT)]
 ERRORS = responses(401, 404, 413, 422, 503)
 SSE_EVENT = {"type": "object", "required": ["data"],  # each event: a JSON chunk, then "[DONE]"
              "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}
@@ -76,7 +76,7 @@ class OpenAIRequest(BaseModel):
 
 USER_WITH_TEXT = {"type": "object", "required": ["role", "content"],
                   "properties": {"role": {"const": "user"},
-                                 "content": {"type": "string", "minLength": 1, "pattern": r"\S"}}}
+                                 "content": {"type": "string", "minLength": 1, "pattern": HOLDS_TEXT}}}
 
 
 class ChatRequest(OpenAIRequest):
