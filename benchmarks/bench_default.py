@@ -23,15 +23,6 @@ from bench_generate import latencies, rouge_l, timed_batches  # noqa: E402
 from common import table  # noqa: E402
 
 
-def parse_model(text: str):
-    """NAME=RUN_DIR[,option=value...] -> (name, run_dir or None, GenerationOptions)."""
-    from chatgentitle.config import GenerationOptions
-
-    name, _, rest = text.partition("=")
-    run_dir, *pairs = rest.split(",")
-    return name, None if run_dir == "default" else run_dir, GenerationOptions(**GenerationOptions.overrides(pairs))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", action="append", required=True, help="NAME=RUN_DIR[,option=value...]")
@@ -42,14 +33,15 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", help="auto, bf16 or fp32 (a CPU without AVX512-bf16)")
     args = parser.parse_args()
 
-    from chatgentitle.config import DecodingMode
-    from chatgentitle.generate import TitleGenerator
+    from chatgentitle.config import DecodingMode, GenerationOptions
+    from chatgentitle.report import parse_systems
+    from chatgentitle.sources import SourceSpec, load_source
 
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()[: args.papers]]
     abstracts, references = [r["abstract"] for r in rows], [r["title"] for r in rows]
     results = []
-    for name, run_dir, options in map(parse_model, args.model):
-        generator = TitleGenerator.load(run_dir, dtype=args.dtype)
+    for system in parse_systems(models=args.model, spec=SourceSpec(dtype=args.dtype)):
+        generator, options = load_source(system.source), GenerationOptions(**system.options)
         decode = partial(generator.__call__, options=options)
         decode(abstracts[:2])  # warm-up
         titles, rate = timed_batches(decode, abstracts, args.batch_size)
@@ -58,7 +50,7 @@ def main() -> None:
         by_consensus = options.mode is DecodingMode.CONSENSUS
         members = f" × {1 + len(generator.members)} models" if by_consensus and generator.members else ""
         chosen = f", consensus with {options.consensus} samples{members}" if by_consensus else ""
-        results.append([name, f"{options.num_beams} beams{chosen}, length penalty {options.length_penalty}",
+        results.append([system.name, f"{options.num_beams} beams{chosen}, length penalty {options.length_penalty}",
                         generator.max_prompt_tokens, rate, f"{p50:.2f}", f"{p95:.2f}",
                         f"{rouge_l(titles, references):.1f}", f"{words:.1f}"])
         del generator

@@ -125,6 +125,9 @@ def test_eval_bad_inputs(tmp_path, test_file):
     bad = runner.invoke(cli, ["eval", "--data", str(test_file), "--model", "x=runs/x,beams=2", "--out",
                               str(tmp_path / "o")])
     assert bad.exit_code == 1 and "'beams=2': give OPTION=VALUE with one of" in bad.output
+    bad = runner.invoke(cli, ["eval", "--data", str(test_file), "--model", "x=runs/x,do_sample=ture", "--out",
+                              str(tmp_path / "o")])
+    assert bad.exit_code == 1 and "'do_sample=ture': do_sample takes a bool" in bad.output
 
 
 def test_paired_difference_against_the_first_system():

@@ -52,6 +52,7 @@ class DecodingMode(enum.Enum):
         return self is DecodingMode.CONSENSUS
 
 
+_BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 BEST_TITLES = 32  # consensus samples per model for the best titles (`label`'s default; docs/search.md)
 
 
@@ -99,8 +100,8 @@ class GenerationOptions:
                 raise ValueError(f"{pair!r}: give OPTION=VALUE with one of {', '.join(types)}")
             kind = types[name]
             try:
-                found[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-            except ValueError:
+                found[name] = _BOOLS[value.lower()] if kind is bool else kind(value)
+            except (KeyError, ValueError):
                 raise ValueError(f"{pair!r}: {name} takes a {kind.__name__}") from None
         return found
 
