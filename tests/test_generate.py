@@ -219,6 +219,16 @@ def test_consensus_picks_the_title_the_others_agree_with():
     assert consensus_titles(["", "Title:"], 2) == [""]
 
 
+def test_closest_titles_put_the_one_nearest_the_real_title_first():
+    from chatgentitle.ranking import closest_titles
+
+    found = ["Graph networks", "Graph neural networks for molecules", "Cats", "Neural graphs for molecules"]
+    real = "Graph Neural Networks for Molecular Property Prediction"
+    assert closest_titles(found, real) == ["Graph neural networks for molecules", "Graph networks",
+                                           "Neural graphs for molecules", "Cats"]
+    assert closest_titles(["b", "a"], "c") == ["b", "a"]  # ties keep the consensus's order
+
+
 def test_consensus_options_are_checked():
     assert GenerationOptions(consensus=4).mode is DecodingMode.CONSENSUS
     assert GenerationOptions(consensus=4, do_sample=True).mode is DecodingMode.SAMPLE  # sampling decodes as it says
@@ -294,6 +304,7 @@ def test_label_writes_trainable_labels_and_never_a_held_out_paper(run_dir, tmp_p
     from helpers import paper_row
 
     from chatgentitle.cli import cli
+    from chatgentitle.ranking import closest_titles
     from chatgentitle.train import load_examples
 
     train, val, out = tmp_path / "train.jsonl", tmp_path / "val.jsonl", tmp_path / "labels.jsonl"
@@ -309,6 +320,11 @@ def test_label_writes_trainable_labels_and_never_a_held_out_paper(run_dir, tmp_p
     assert [r["id"] for r in rows] == [paper_row(i)["id"] for i in range(5)]
     assert all(r["real_title"] == paper_row(i)["title"] and r["title"] for i, r in enumerate(rows))
     assert len(load_examples(out)) == 5  # what train --data reads: the label is the title
+    closest = tmp_path / "closest.jsonl"
+    result = CliRunner().invoke(cli, [*args[:7], "--output", str(closest), *args[9:], "--label-by", "real-title"])
+    assert result.exit_code == 0, result.output
+    for row in map(json.loads, closest.read_text().splitlines()):  # the label is the nearest of the 8 best
+        assert closest_titles([row["title"], row.get("rejected", row["title"])], row["real_title"])[0] == row["title"]
     val.write_text(json.dumps(paper_row(2)) + "\n")  # a training paper that is also held out
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1 and f"paper {paper_row(2)['id']} is held out" in result.output

@@ -17,7 +17,7 @@ from pathlib import Path
 from chatgentitle.config import GenerationOptions
 from chatgentitle.generate import TitleSource, titles
 from chatgentitle.progress import Progress
-from chatgentitle.ranking import Candidate, Ranker
+from chatgentitle.ranking import Candidate, Ranker, closest_titles
 
 
 class InputError(ValueError):
@@ -106,12 +106,14 @@ def generate_file(
 
 
 def label_file(source: TitleSource, data: Path, held_out: list[Path], output: Path, options: GenerationOptions,
-               batch_size: int = 8, max_papers: int | None = None) -> tuple[int, int]:
+               batch_size: int = 8, max_papers: int | None = None, label_by: str = "consensus") -> tuple[int, int]:
     """Titles by `options` (the consensus, by default) for training papers, as prepare-format rows that
-    `train --data` reads: id, abstract, title (the label), the paper's own title (real_title) and the
-    candidate the consensus agreed with least (rejected, for preference training). No paper of
-    `held_out` (validation, test) may be among them, nor among the rows already in `output`.
-    Resumable; returns (written, skipped)."""
+    `train --data` reads: id, abstract, title (the label), the paper's own title (real_title) and a
+    worse candidate (rejected, for preference training). `label_by` says which of the 8 best candidates
+    is the label: "consensus", the one they agree with most (rejected: the least); "real-title", the
+    one closest (ROUGE-L) to the paper's own title (rejected: the furthest) — self-training towards the
+    authors' wording with titles the model itself writes. No paper of `held_out` (validation, test) may
+    be among them, nor among the rows already in `output`. Resumable; returns (written, skipped)."""
     import itertools
 
     from chatgentitle.records import read_papers
@@ -130,6 +132,8 @@ def label_file(source: TitleSource, data: Path, held_out: list[Path], output: Pa
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             for paper, found in zip(chunk, source.generate([p.abstract for p in chunk], ranked), strict=True):
+                if label_by == "real-title":
+                    found = closest_titles(found, paper.title)
                 row = {"id": paper.id, "abstract": paper.abstract, "title": found[0], "real_title": paper.title}
                 out.write(json.dumps(row | ({"rejected": found[-1]} if len(found) > 1 else {}),
                                      ensure_ascii=False) + "\n")

@@ -247,16 +247,19 @@ def serve(models, **flags):
               help="JSONL of labels (id, abstract, title, real_title, rejected); re-running resumes.")
 @click.option("--max-papers", type=click.IntRange(1), help="Label only the first N papers of --data.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--label-by", type=click.Choice(["consensus", "real-title"]), default="consensus", show_default=True,
+              help="Which of the consensus's 8 best titles is the label: the one they agree with most, or the "
+                   "one closest (ROUGE-L) to the paper's own title.")
 @dataclass_flags(SourceSpec)
 @dataclass_flags(GenerationOptions, skip=("num_candidates",), defaults={"consensus": BEST_TITLES})
-def label(data_path, held_out, output_path, max_papers, batch_size, **flags):
+def label(data_path, held_out, output_path, max_papers, batch_size, label_by, **flags):
     """Consensus titles for training abstracts: the labels that distillation trains on (`train --data`)."""
     from chatgentitle import batch
 
     source = _source(flags)
     try:
         written, skipped = batch.label_file(source, data_path, list(held_out), output_path,
-                                            take(GenerationOptions, flags), batch_size, max_papers)
+                                            take(GenerationOptions, flags), batch_size, max_papers, label_by)
     except (batch.InputError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
     click.echo(f"{written} labels written to {output_path} ({skipped} already there)")

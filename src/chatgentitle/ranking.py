@@ -185,6 +185,13 @@ def consensus_titles(texts: list[str], num_candidates: int) -> list[str]:
     return pick_titles(sorted(drawn, key=agreement, reverse=True), num_candidates)
 
 
+def closest_titles(titles: list[str], reference: str) -> list[str]:
+    """`titles` ordered by ROUGE-L against `reference` (the paper's own title), closest first; ties keep
+    their order. How `label --label-by real-title` picks, among the consensus's best, the one to learn."""
+    scorer = _rouge_l(_CachedTokenizer())
+    return sorted(titles, key=lambda title: scorer.score(reference, title)["rougeL"].fmeasure, reverse=True)
+
+
 def _rouge_l(tokenizer):
     """ROUGE-L as `eval` scores it (rouge-score, stemmed)."""
     from rouge_score.rouge_scorer import RougeScorer
