@@ -93,6 +93,8 @@ def test_candidates_table_is_readable(server, tmp_path):
         count = page.locator("#option-num_candidates input[type=number]")
         count.fill("3")
         count.press("Tab")
+        # the slider takes the typed value on blur; clicking before it has would send the old one
+        sync_api.expect(page.locator("#option-num_candidates input[type=range]")).to_have_value("3")
         page.locator("#abstract-input textarea").fill(ABSTRACT)
         page.locator("#generate").click()
         table = page.locator("#candidates")
