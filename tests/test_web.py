@@ -91,10 +91,14 @@ def test_candidates_table_is_readable(server, tmp_path):
         page.goto(server, wait_until="domcontentloaded")
         page.get_by_text("Generation options").click()
         count = page.locator("#option-num_candidates input[type=number]")
-        count.fill("3")
-        count.press("Tab")
-        # the slider takes the typed value on blur; clicking before it has would send the old one
-        sync_api.expect(page.locator("#option-num_candidates input[type=range]")).to_have_value("3")
+        slider = page.locator("#option-num_candidates input[type=range]")
+        for _ in range(20):  # a value typed before the page's scripts have taken the box over is lost: type again
+            count.fill("3")
+            count.press("Tab")  # the slider takes the typed value on blur
+            if slider.input_value() == "3":
+                break
+            page.wait_for_timeout(250)
+        sync_api.expect(slider).to_have_value("3")
         page.locator("#abstract-input textarea").fill(ABSTRACT)
         page.locator("#generate").click()
         table = page.locator("#candidates")
