@@ -321,7 +321,7 @@ def test_label_writes_trainable_labels_and_never_a_held_out_paper(run_dir, tmp_p
     assert all(r["real_title"] == paper_row(i)["title"] and r["title"] for i, r in enumerate(rows))
     assert len(load_examples(out)) == 5  # what train --data reads: the label is the title
     closest = tmp_path / "closest.jsonl"
-    result = CliRunner().invoke(cli, [*args[:7], "--output", str(closest), *args[9:], "--label-by", "real-title"])
+    result = CliRunner().invoke(cli, [*args, "--output", str(closest), "--label-by", "real-title"])
     assert result.exit_code == 0, result.output
     for row in map(json.loads, closest.read_text().splitlines()):  # the label is the nearest of the 8 best
         assert closest_titles([row["title"], row.get("rejected", row["title"])], row["real_title"])[0] == row["title"]
