@@ -195,6 +195,11 @@ class TrainConfig:
     init_adapter: str | None = None
     """Start from this PEFT adapter's weights (same rank and targets) instead of a fresh LoRA; "default":
     the packaged adapter (rank 16, all linear layers)."""
+    objective: str = "sft"
+    """sft: learn each row's title (cross-entropy); dpo: prefer each row's title to its `rejected` one
+    (`chatgentitle label` writes both), relative to the model the run starts from (init_adapter)."""
+    dpo_beta: float = 0.1
+    """DPO: the weight of the log-probability ratios; higher keeps the model closer to where it started."""
     prompt_template: str = "alpaca"
     """Packaged template name (alpaca, compact, chat) or a template JSON file; saved with the adapter."""
     max_steps: int = -1
@@ -248,6 +253,10 @@ class TrainConfig:
             raise ValueError("keep_best rouge needs eval_rouge N (validation papers titled at each eval step)")
         if self.eval_rouge < 0 or self.early_stopping_patience < 0:
             raise ValueError("eval_rouge and early_stopping_patience must be >= 0")
+        if self.objective not in ("sft", "dpo"):
+            raise ValueError("objective must be sft or dpo")
+        if self.dpo_beta <= 0:
+            raise ValueError("dpo_beta must be > 0")
         if self.attention not in ("auto", "sdpa", "eager"):
             raise ValueError("attention must be auto, sdpa or eager")
         if isinstance(self.lora_target_modules, str):

@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 import torch
@@ -39,8 +40,17 @@ class TrainError(ValueError):
     """A training option that cannot work, e.g. an init adapter of another shape."""
 
 
-def load_examples(path: str | Path) -> list[tuple[str | None, str, str]]:
-    """(instruction, abstract, title) triples from prepare's JSONL or an alpaca JSON file."""
+class Example(NamedTuple):
+    """One training row: the title to learn and, for preference training, a worse one (`label`'s rows)."""
+
+    instruction: str | None
+    abstract: str
+    title: str
+    rejected: str | None = None
+
+
+def load_examples(path: str | Path) -> list[Example]:
+    """Examples from prepare's or label's JSONL, or an alpaca JSON file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"training data not found: {path}")
@@ -64,27 +74,31 @@ def load_examples(path: str | Path) -> list[tuple[str | None, str, str]]:
     examples = []
     for number, row in rows:
         if isinstance(row, dict) and "output" in row:
-            example = (row.get("instruction") or None, row.get("input") or "", row["output"])
+            example = Example(row.get("instruction") or None, row.get("input") or "", row["output"])
         elif isinstance(row, dict) and "title" in row:
-            example = (None, row.get("abstract") or "", row["title"])
+            example = Example(None, row.get("abstract") or "", row["title"])
         else:
             raise DataError(f"{path} {where} {number}: needs title/abstract or instruction/input/output")
-        if not all(isinstance(x, str) for x in example[1:]) or not example[2].strip():
+        if not isinstance(example.abstract, str) or not isinstance(example.title, str) or not example.title.strip():
             raise DataError(f"{path} {where} {number}: title/output must be a non-empty string")
-        examples.append(example)
+        rejected = row.get("rejected")
+        if rejected is not None and (not isinstance(rejected, str) or not rejected.strip()):
+            raise DataError(f"{path} {where} {number}: rejected must be a non-empty string")
+        examples.append(example._replace(rejected=rejected))
     if not examples:
         raise DataError(f"{path}: no examples")
     return examples
 
 
-def encode_all(examples, template: PromptTemplate, tokenizer, cfg: TrainConfig) -> list[dict]:
-    return [
-        encode_example(
-            template, tokenizer, abstract, title, cfg.cutoff_len,
-            instruction=instruction, train_on_inputs=cfg.train_on_inputs,
-        )
-        for instruction, abstract, title in examples
-    ]
+def encode_all(examples: list[Example], template: PromptTemplate, tokenizer, cfg: TrainConfig,
+               pairs: bool = False) -> list[dict]:
+    """Token ids and labels per example; with `pairs`, its rejected title's under "rejected" too."""
+
+    def encode(example, title):
+        return encode_example(template, tokenizer, example.abstract, title, cfg.cutoff_len,
+                              instruction=example.instruction, train_on_inputs=cfg.train_on_inputs)
+
+    return [encode(e, e.title) | ({"rejected": encode(e, e.rejected)} if pairs else {}) for e in examples]
 
 
 class TitleCollator:
@@ -92,7 +106,8 @@ class TitleCollator:
 
     Then the labelled tokens of every row sit in the last few columns and the trainer asks the
     model for logits there only (see TitleTrainer). Position ids count real tokens, so a padded
-    row sees exactly the positions it would see alone.
+    row sees exactly the positions it would see alone. Preference pairs (features with "rejected")
+    become 2B rows, the B preferred titles first, with their reference log-probabilities.
     """
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 8):
@@ -100,6 +115,14 @@ class TitleCollator:
         self.multiple = pad_to_multiple_of  # multiples of 8 suit tensor cores and AMX tiles
 
     def __call__(self, features: list[dict]) -> dict:
+        if "rejected" not in features[0]:
+            return self.pad(features)
+        batch = self.pad(features + [f["rejected"] for f in features])
+        if "reference_logps" in features[0]:
+            batch["reference_logps"] = torch.tensor([f["reference_logps"] for f in features])
+        return batch
+
+    def pad(self, features: list[dict]) -> dict:
         width = max(len(f["input_ids"]) for f in features)
         width = -(-width // self.multiple) * self.multiple
         batch = {"input_ids": [], "attention_mask": [], "labels": [], "position_ids": []}
@@ -117,8 +140,8 @@ class RougeProbe:
     (with the prompt template's instruction): the task's metric at each eval step."""
 
     def __init__(self, examples, template: PromptTemplate, tokenizer, cfg: TrainConfig, dtype):
-        self.abstracts = [abstract for _, abstract, _ in examples[: cfg.eval_rouge]]
-        self.titles = [title for _, _, title in examples[: cfg.eval_rouge]]
+        self.abstracts = [e.abstract for e in examples[: cfg.eval_rouge]]
+        self.titles = [e.title for e in examples[: cfg.eval_rouge]]
         self.template, self.tokenizer, self.cutoff_len, self.dtype = template, tokenizer, cfg.cutoff_len, dtype
 
     def __call__(self, model) -> float:
@@ -139,11 +162,44 @@ class RougeProbe:
         return round(sum(s.rougeL for s in scores) / len(scores), 3)
 
 
+def title_logps(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probability of each labelled token, 0 elsewhere; how many are labelled), per row.
+
+    Logits only from the first labelled column on: with the prompt masked that is the title, ~10%
+    of the tokens, so the vocabulary projection (49k x 576 for SmolLM2) shrinks 10x.
+    """
+    labels = inputs["labels"]
+    length = labels.shape[1]
+    labelled = labels != IGNORE_INDEX
+    first = int(labelled.float().argmax(dim=1)[labelled.any(dim=1)].min()) if labelled.any() else 0
+    span = min(length - max(first, 1), length - 1)
+    model_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+    logits = model(**model_inputs, logits_to_keep=span + 1).logits[:, :-1, :].float()  # column t predicts t + 1
+    targets = labels[:, length - span:].to(logits.device)
+    logps = -torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none",
+    ).view(targets.shape)
+    return logps, (targets != IGNORE_INDEX).sum(dim=1)
+
+
 class TitleTrainer(Trainer):
-    """Trainer whose loss computes vocabulary logits only for the labelled (title) positions, and whose
-    evaluation adds the titles' ROUGE-L when it has a probe."""
+    """Trainer whose loss looks at the titles only: cross-entropy on them, or with `dpo_beta` set, the
+    DPO loss on preference pairs; its evaluation adds the titles' ROUGE-L when it has a probe.
+
+    DPO (Rafailov et al. 2023, arXiv 2305.18290) raises the log-probability of each preferred title over
+    its rejected one, measured against the model the run started from, whose log-probabilities are
+    computed once before training (`add_reference_logps`) — so the reference is the init adapter and no
+    second model is held. TRL's DPOTrainer would take the bare base as the reference of a PEFT model and
+    tokenize and cut prompts its own way; here the prompt masking and abstract shortening of
+    supervised training apply unchanged. Validation rows without pairs get the cross-entropy loss.
+    """
 
     rouge_probe: RougeProbe | None = None
+    dpo_beta: float | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pair_stats: list[torch.Tensor] = []  # per micro batch: [accuracy, margin] of its pairs
 
     def evaluate(self, *args, **kwargs):
         metrics = super().evaluate(*args, **kwargs)
@@ -156,22 +212,44 @@ class TitleTrainer(Trainer):
         return metrics
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs.pop("labels")
-        length = labels.shape[1]
-        labelled = labels != IGNORE_INDEX
-        # columns from the first labelled token on; with the prompt masked that is the title,
-        # ~10% of the tokens, so the vocabulary projection (49k x 576 for SmolLM2) shrinks 10x
-        first = int(labelled.float().argmax(dim=1)[labelled.any(dim=1)].min()) if labelled.any() else 0
-        span = min(length - max(first, 1), length - 1)
-        outputs = model(**inputs, logits_to_keep=span + 1)
-        logits = outputs.logits[:, :-1, :].float()  # logits at column t predict the token at t + 1
-        targets = labels[:, length - span:]
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device),
-            ignore_index=IGNORE_INDEX, reduction="sum",
-        )
-        loss = loss / (num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum())
-        return (loss, outputs) if return_outputs else loss
+        logps, counts = title_logps(model, inputs)
+        if "reference_logps" in inputs:
+            loss = self.dpo_loss(logps.sum(dim=1), inputs["reference_logps"].to(logps.device))
+        else:
+            loss = -logps.sum() / (num_items_in_batch if num_items_in_batch is not None else counts.sum())
+        return (loss, {"loss": loss}) if return_outputs else loss  # evaluation asks for outputs; loss only
+
+    def dpo_loss(self, logps: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Mean DPO loss of B pairs from the 2B rows' title log-probabilities (preferred rows first)."""
+        pairs = len(reference)
+        chosen, rejected = logps[:pairs] - reference[:, 0], logps[pairs:] - reference[:, 1]
+        margin = self.dpo_beta * (chosen - rejected)  # the difference of DPO's implicit rewards
+        self.pair_stats.append(torch.stack([(margin > 0).float().mean(), margin.mean()]).detach())
+        return -torch.nn.functional.logsigmoid(margin).mean()
+
+    def log(self, logs: dict, *args, **kwargs):
+        if self.pair_stats and "loss" in logs:  # a training log: the pairs' means since the last one
+            accuracy, margin = torch.stack(self.pair_stats).mean(dim=0).tolist()
+            logs = logs | {"pair_accuracy": round(accuracy, 4), "reward_margin": round(margin, 4)}
+            self.pair_stats.clear()
+        super().log(logs, *args, **kwargs)
+
+
+@torch.no_grad()
+def add_reference_logps(model, features: list[dict], collator: TitleCollator, dtype, batch_size: int) -> None:
+    """Each pair's title log-probabilities (preferred, rejected) under the model as it starts, once."""
+    model.eval()
+    device = next(model.parameters()).device
+    with Progress(len(features), "pairs", "reference log-probs") as shown:
+        for start in range(0, len(features), batch_size):
+            chunk = features[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in collator(chunk).items()}
+            with torch.autocast(device.type, dtype, enabled=dtype != torch.float32):
+                logps = title_logps(model, batch)[0].sum(dim=1).tolist()
+            for i, feature in enumerate(chunk):
+                feature["reference_logps"] = (logps[i], logps[len(chunk) + i])
+            shown.update(len(chunk))
+    model.train()
 
 
 class MetricsLogger(TrainerCallback):
@@ -311,6 +389,9 @@ def select_examples(cfg: TrainConfig) -> tuple[list, list]:
         examples = examples[: cfg.max_examples]
     if not examples:
         raise DataError(f"{cfg.data}: no training examples left after skipping {cfg.skip_examples}")
+    if cfg.objective == "dpo" and any(e.rejected is None for e in examples):
+        raise DataError(f"{cfg.data}: objective dpo needs a rejected title on every training row "
+                        f"(`chatgentitle label` writes them)")
     return examples, val_examples
 
 
@@ -340,6 +421,7 @@ def training_arguments(cfg: TrainConfig, run: RunDir, device: str, dtype, valida
         save_total_limit=2,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,  # preference pairs carry their rejected title and reference log-probs
         dataloader_num_workers=cfg.num_workers,
         seed=cfg.seed,
         report_to="none",
@@ -405,10 +487,13 @@ def train(cfg: TrainConfig) -> Path:
     device = pick_device()
     dtype = resolve_dtype(cfg.dtype, device)
     model, tokenizer = build_model(cfg, dtype, device)
-    train_set = encode_all(train_examples, template, tokenizer, cfg)
+    collator = TitleCollator(tokenizer.pad_token_id)
+    train_set = encode_all(train_examples, template, tokenizer, cfg, pairs=cfg.objective == "dpo")
     val_set = encode_all(val_examples, template, tokenizer, cfg) if val_examples else None
     if not val_set and (cfg.eval_rouge or cfg.keep_best or cfg.early_stopping_patience):
         raise TrainError("eval_rouge, keep_best and early_stopping_patience need validation data")
+    if cfg.objective == "dpo":  # the reference: the model as it starts (the init adapter, if any)
+        add_reference_logps(model, train_set, collator, dtype, cfg.micro_batch_size)
     logger = MetricsLogger(run)
     callbacks = [logger] if sys.stderr.isatty() else [logger, ProgressLines()]
     if cfg.early_stopping_patience:
@@ -418,9 +503,12 @@ def train(cfg: TrainConfig) -> Path:
         args=training_arguments(cfg, run, device, dtype, validate=bool(val_set)),
         train_dataset=train_set,
         eval_dataset=val_set,
-        data_collator=TitleCollator(tokenizer.pad_token_id),
+        data_collator=collator,
         callbacks=callbacks,
     )
+    if cfg.objective == "dpo":
+        trainer.dpo_beta = cfg.dpo_beta
+        trainer.loss_is_scaled_for_ga = False  # a mean over each micro batch's pairs: Trainer divides it
     if cfg.eval_rouge:
         trainer.rouge_probe = RougeProbe(val_examples, template, tokenizer, cfg, dtype)
     final_eval_loss = fit(trainer, logger, cfg, run)
