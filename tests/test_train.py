@@ -286,6 +286,10 @@ def test_dpo_starts_at_log_2_against_its_own_reference(tiny_model_dir, train_fil
     trainer.dpo_beta = 0.5
     with torch.no_grad():
         assert trainer.compute_loss(model, collator(features)).item() == pytest.approx(math.log(2), abs=1e-4)
+        chosen = trainer.compute_loss(model, collator([{k: f[k] for k in ("input_ids", "labels")} for f in features]))
+        trainer.dpo_nll_weight = 0.5  # RPO: plus half the preferred titles' cross-entropy
+        rpo = trainer.compute_loss(model, collator(features))
+        assert rpo.item() == pytest.approx(math.log(2) + 0.5 * chosen.item(), abs=1e-4)
         loss = trainer.dpo_loss(torch.tensor([-1.0, -5.0, -3.0, -2.0]), torch.tensor([[-2.0, -3.0], [-4.0, -4.0]]))
     margins = torch.tensor([0.5 * ((-1 + 2) - (-3 + 3)), 0.5 * ((-5 + 4) - (-2 + 4))])
     assert loss.item() == pytest.approx(-torch.nn.functional.logsigmoid(margins).mean().item())

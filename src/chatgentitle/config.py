@@ -200,6 +200,8 @@ class TrainConfig:
     (`chatgentitle label` writes both), relative to the model the run starts from (init_adapter)."""
     dpo_beta: float = 0.1
     """DPO: the weight of the log-probability ratios; higher keeps the model closer to where it started."""
+    dpo_nll_weight: float = 0.0
+    """DPO: add this times the preferred titles' cross-entropy (RPO), which keeps their likelihood up."""
     prompt_template: str = "alpaca"
     """Packaged template name (alpaca, compact, chat) or a template JSON file; saved with the adapter."""
     max_steps: int = -1
@@ -255,8 +257,8 @@ class TrainConfig:
             raise ValueError("eval_rouge and early_stopping_patience must be >= 0")
         if self.objective not in ("sft", "dpo"):
             raise ValueError("objective must be sft or dpo")
-        if self.dpo_beta <= 0:
-            raise ValueError("dpo_beta must be > 0")
+        if self.dpo_beta <= 0 or self.dpo_nll_weight < 0:
+            raise ValueError("dpo_beta must be > 0 and dpo_nll_weight >= 0")
         if self.attention not in ("auto", "sdpa", "eager"):
             raise ValueError("attention must be auto, sdpa or eager")
         if isinstance(self.lora_target_modules, str):

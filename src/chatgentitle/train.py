@@ -191,11 +191,14 @@ class TitleTrainer(Trainer):
     computed once before training (`add_reference_logps`) — so the reference is the init adapter and no
     second model is held. TRL's DPOTrainer would take the bare base as the reference of a PEFT model and
     tokenize and cut prompts its own way; here the prompt masking and abstract shortening of
-    supervised training apply unchanged. Validation rows without pairs get the cross-entropy loss.
+    supervised training apply unchanged. With `dpo_nll_weight` the preferred titles' cross-entropy is
+    added (RPO, Pang et al. 2024, arXiv 2404.19733), so their likelihood does not fall with the rejected
+    ones'. Validation rows without pairs get the cross-entropy loss.
     """
 
     rouge_probe: RougeProbe | None = None
     dpo_beta: float | None = None
+    dpo_nll_weight: float = 0.0
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -215,6 +218,9 @@ class TitleTrainer(Trainer):
         logps, counts = title_logps(model, inputs)
         if "reference_logps" in inputs:
             loss = self.dpo_loss(logps.sum(dim=1), inputs["reference_logps"].to(logps.device))
+            if self.dpo_nll_weight:  # the preferred titles' cross-entropy (their rows come first)
+                pairs = len(inputs["reference_logps"])
+                loss = loss - self.dpo_nll_weight * logps[:pairs].sum() / counts[:pairs].sum()
         else:
             loss = -logps.sum() / (num_items_in_batch if num_items_in_batch is not None else counts.sum())
         return (loss, {"loss": loss}) if return_outputs else loss  # evaluation asks for outputs; loss only
@@ -240,9 +246,10 @@ def add_reference_logps(model, features: list[dict], collator: TitleCollator, dt
     """Each pair's title log-probabilities (preferred, rejected) under the model as it starts, once."""
     model.eval()
     device = next(model.parameters()).device
+    by_length = sorted(features, key=lambda f: len(f["input_ids"]))  # batches of like length: little padding
     with Progress(len(features), "pairs", "reference log-probs") as shown:
         for start in range(0, len(features), batch_size):
-            chunk = features[start:start + batch_size]
+            chunk = by_length[start:start + batch_size]
             batch = {k: v.to(device) for k, v in collator(chunk).items()}
             with torch.autocast(device.type, dtype, enabled=dtype != torch.float32):
                 logps = title_logps(model, batch)[0].sum(dim=1).tolist()
@@ -507,7 +514,7 @@ def train(cfg: TrainConfig) -> Path:
         callbacks=callbacks,
     )
     if cfg.objective == "dpo":
-        trainer.dpo_beta = cfg.dpo_beta
+        trainer.dpo_beta, trainer.dpo_nll_weight = cfg.dpo_beta, cfg.dpo_nll_weight
         trainer.loss_is_scaled_for_ga = False  # a mean over each micro batch's pairs: Trainer divides it
     if cfg.eval_rouge:
         trainer.rouge_probe = RougeProbe(val_examples, template, tokenizer, cfg, dtype)
