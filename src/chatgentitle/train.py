@@ -183,8 +183,9 @@ def title_logps(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class TitleTrainer(Trainer):
-    """Trainer whose loss looks at the titles only: cross-entropy on them, or with `dpo_beta` set, the
-    DPO loss on preference pairs; its evaluation adds the titles' ROUGE-L when it has a probe.
+    """Trainer whose loss looks at the titles only: cross-entropy on them, or the DPO loss (`dpo_beta`) on
+    preference pairs (batches with reference log-probs); its evaluation adds the titles' ROUGE-L when it has
+    a probe.
 
     DPO (Rafailov et al. 2023, arXiv 2305.18290) raises the log-probability of each preferred title over
     its rejected one, measured against the model the run started from, whose log-probabilities are
