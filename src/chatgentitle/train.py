@@ -81,10 +81,10 @@ def load_examples(path: str | Path) -> list[Example]:
             raise DataError(f"{path} {where} {number}: needs title/abstract or instruction/input/output")
         if not isinstance(example.abstract, str) or not isinstance(example.title, str) or not example.title.strip():
             raise DataError(f"{path} {where} {number}: title/output must be a non-empty string")
-        rejected = row.get("rejected")
-        if rejected is not None and (not isinstance(rejected, str) or not rejected.strip()):
+        example = example._replace(rejected=row.get("rejected"))
+        if example.rejected is not None and (not isinstance(example.rejected, str) or not example.rejected.strip()):
             raise DataError(f"{path} {where} {number}: rejected must be a non-empty string")
-        examples.append(example._replace(rejected=rejected))
+        examples.append(example)
     if not examples:
         raise DataError(f"{path}: no examples")
     return examples
@@ -500,8 +500,6 @@ def train(cfg: TrainConfig) -> Path:
     val_set = encode_all(val_examples, template, tokenizer, cfg) if val_examples else None
     if not val_set and (cfg.eval_rouge or cfg.keep_best or cfg.early_stopping_patience):
         raise TrainError("eval_rouge, keep_best and early_stopping_patience need validation data")
-    if cfg.objective == "dpo":  # the reference: the model as it starts (the init adapter, if any)
-        add_reference_logps(model, train_set, collator, dtype, cfg.micro_batch_size)
     logger = MetricsLogger(run)
     callbacks = [logger] if sys.stderr.isatty() else [logger, ProgressLines()]
     if cfg.early_stopping_patience:
@@ -515,6 +513,8 @@ def train(cfg: TrainConfig) -> Path:
         callbacks=callbacks,
     )
     if cfg.objective == "dpo":
+        # the reference: the model as it starts (the init adapter, if any), on the device Trainer put it on
+        add_reference_logps(trainer.model, train_set, collator, dtype, cfg.micro_batch_size)
         trainer.dpo_beta, trainer.dpo_nll_weight = cfg.dpo_beta, cfg.dpo_nll_weight
         trainer.loss_is_scaled_for_ga = False  # a mean over each micro batch's pairs: Trainer divides it
     if cfg.eval_rouge:
