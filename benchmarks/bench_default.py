@@ -4,9 +4,10 @@ Run as: python benchmarks/bench_default.py --model before=runs/stage2 --model no
             [--data data/recent/val.jsonl] [--papers 200] [--latency-papers 32]
 
 Each model is a run dir ("default": the packaged adapter) decoded with its own options
-(NAME=RUN_DIR[,num_beams=4,consensus=0]; GenerationOptions' defaults otherwise), on the
-same real papers, in this one process, one model after the other: the ratios are what to read,
-not the absolute rates (2-core CPU, nothing else running). ROUGE-L says what the speed buys.
+(NAME=RUN_DIR[,num_beams=4,consensus=0]; GenerationOptions' defaults otherwise) and loaded its own
+way if asked (NAME=RUN_DIR,dtype=fp32: bf16 and fp32 side by side), on the same real papers, in this
+one process, one model after the other: the ratios are what to read, not the absolute rates (2-core
+CPU, nothing else running). ROUGE-L says what the speed buys.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from common import table  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", action="append", required=True, help="NAME=RUN_DIR[,option=value...]")
+    parser.add_argument("--model", action="append", required=True,
+                        help="NAME=RUN_DIR[,option=value...]: decoding, dtype, quantize")
     parser.add_argument("--data", default="data/recent/val.jsonl", help="JSONL with title and abstract")
     parser.add_argument("--papers", type=int, default=200)
     parser.add_argument("--latency-papers", type=int, default=32)

@@ -128,6 +128,21 @@ def test_eval_bad_inputs(tmp_path, test_file):
     bad = runner.invoke(cli, ["eval", "--data", str(test_file), "--model", "x=runs/x,do_sample=ture", "--out",
                               str(tmp_path / "o")])
     assert bad.exit_code == 1 and "'do_sample=ture': do_sample takes a bool" in bad.output
+    bad = runner.invoke(cli, ["eval", "--data", str(test_file), "--model", "x=runs/x,quantize=int8", "--out",
+                              str(tmp_path / "o")])
+    assert bad.exit_code == 1 and "quantize must be 8bit or 4bit" in bad.output
+
+
+def test_a_model_system_takes_its_own_decoding_and_loading():
+    from chatgentitle.report import parse_systems
+    from chatgentitle.sources import SourceError, SourceSpec, load_sources
+
+    fast, best = parse_systems(models=["fast=runs/x,dtype=fp32,num_beams=1", "best=default,consensus=32"],
+                               spec=SourceSpec(dtype="bf16"))
+    assert (fast.source.model, fast.source.dtype, fast.options) == ("runs/x", "fp32", {"num_beams": 1})
+    assert (best.source.model, best.source.dtype, best.options) == ("default", "bf16", {"consensus": 32})
+    with pytest.raises(SourceError, match="drop --quantize"):  # served together: one unquantised base
+        load_sources(SourceSpec(quantize="8bit"), {"a": "default", "b": "default"})
 
 
 def test_paired_difference_against_the_first_system():

@@ -305,7 +305,8 @@ def export(run_dir, out_dir, out_format, dtype, outtype):
               help="Test papers: prepare's test.jsonl (or any snapshot-format file).")
 @click.option("--model", "models", multiple=True,
               help="A run dir to evaluate, optionally NAME=RUN_DIR, and its own decoding after commas "
-                   "(NAME=RUN_DIR,num_beams=1,consensus=32: the flags below otherwise); repeatable. "
+                   "(NAME=RUN_DIR,num_beams=1,consensus=32: the flags below otherwise) or loading "
+                   "(NAME=RUN_DIR,dtype=fp32 or quantize=8bit); repeatable. "
                    "[default: the packaged model]")
 @click.option("--endpoint-model", "endpoint_models", multiple=True,
               help="A system behind an OpenAI-compatible server: NAME=URL,MODEL (completions with our prompt) or "

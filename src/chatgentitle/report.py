@@ -90,12 +90,15 @@ def named(value: str, default_name: str) -> tuple[str, str]:
     return (name, rest) if sep and name and "/" not in name else (default_name, value)
 
 
+LOADING = ("dtype", "quantize")  # a model's own SourceSpec fields among its NAME=RUN_DIR,OPTION=VALUE options
+
+
 def parse_systems(models=(), endpoint_models=(), prediction_files=(), baselines=(),
                   spec: SourceSpec | None = None) -> list[System]:
     """The systems of `eval`'s flags, in report order: models (NAME=RUN_DIR[,OPTION=VALUE...]: the options
-    are its own decoding; none at all: the packaged model), endpoint models (NAME=URL,MODEL or
-    NAME=URL,MODEL,chat), the zero-shot baseline, prediction files (NAME=FILE), lead-1. `spec` says how
-    models load (device, dtype, the zero-shot base)."""
+    are its own decoding, or how it loads: dtype, quantize; none at all: the packaged model), endpoint
+    models (NAME=URL,MODEL or NAME=URL,MODEL,chat), the zero-shot baseline, prediction files (NAME=FILE),
+    lead-1. `spec` says how models load (device, dtype, the zero-shot base)."""
     spec = spec or SourceSpec()
     if not (models or endpoint_models or prediction_files or baselines):
         models = (DEFAULT_MODEL,)
@@ -104,7 +107,10 @@ def parse_systems(models=(), endpoint_models=(), prediction_files=(), baselines=
     for value in models:
         run, *pairs = value.split(",")
         name, run = named(run, Path(run).name)
-        systems.append(System(name, replace(model, model=run), options=GenerationOptions.overrides(pairs)))
+        loading = dict(pair.split("=", 1) for pair in pairs if pair.partition("=")[0] in LOADING)
+        decoding = [pair for pair in pairs if pair.partition("=")[0] not in LOADING]
+        systems.append(System(name, replace(model, model=run, **loading),
+                              options=GenerationOptions.overrides(decoding)))
     for value in endpoint_models:
         name, found = named(value, "endpoint")
         url, _, rest = found.partition(",")

@@ -94,6 +94,8 @@ def load_sources(spec: SourceSpec, named_models: dict[str, str]) -> list:
         return [source]
     if spec.endpoint:
         raise SourceError("several named models are served in process: drop the endpoint")
+    if spec.quantize:
+        raise SourceError("several named models share one unquantised base model: drop --quantize")
     try:
         return TitleGenerator.load_many({name: None if path == DEFAULT_MODEL else path
                                          for name, path in named_models.items()}, device=spec.device, dtype=spec.dtype)
