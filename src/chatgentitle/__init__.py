@@ -17,7 +17,7 @@ Module map, in the order data flows:
 - evaluation: metrics, report (`chatgentitle eval`).
 """
 
-__version__ = "0.5.2"
+__version__ = "0.5.3"
 
 
 def __getattr__(name):
