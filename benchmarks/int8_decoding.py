@@ -95,7 +95,8 @@ def input_ranges(model: nn.Module, calibration: list[list[int]]) -> dict[str, to
     return found
 
 
-def quantize_int8(model: nn.Module, calibration: list[list[int]], keep: tuple[str, ...] = ("lm_head",)) -> nn.Module:  # noqa: E501
+def quantize_int8(model: nn.Module, calibration: list[list[int]],
+                  keep: tuple[str, ...] = ("lm_head",)) -> nn.Module:
     """The model (in fp32) with its Linear layers in int8, but those named in `keep`; in place. The output
     layer stays in fp32 by default: quantised, it cost more agreement with fp32 than any other layer."""
     model.float()
@@ -131,9 +132,11 @@ def main() -> None:
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()[: args.papers]]
     abstracts, references = [r["abstract"] for r in rows], [r["title"] for r in rows]
     exact = TitleGenerator.load(None, dtype="fp32")
-    int8 = TitleGenerator.load(None, dtype="fp32")
-    int8.model = quantize_int8(int8.model, calibration(int8))
-    int8._members = [quantize_int8(member, calibration(int8)) for member in int8.members]
+    loaded = TitleGenerator.load(None, dtype="fp32")  # a second copy: quantize_int8 works in place
+    ids = calibration(loaded)
+    int8 = TitleGenerator(quantize_int8(loaded.model, ids), loaded.tokenizer, loaded.template,
+                          loaded.max_prompt_tokens, name="int8",
+                          members=[quantize_int8(member, ids) for member in loaded.members])
     print(f"{len(rows)} papers of {args.data}, batches of 8, the packaged default, fp32 against int8")
     for pairs in args.options or [""]:
         options = GenerationOptions(**GenerationOptions.overrides([p for p in pairs.split(",") if p]))
