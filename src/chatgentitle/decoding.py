@@ -148,9 +148,10 @@ def _step_mask(attention_mask: torch.Tensor, alive: torch.Tensor, rows: int, per
 def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, num_beams: int,
                 max_new_tokens: int, eos_token_id: int, repetition_penalty: float = 1.0,
                 length_penalty: float = 1.0, should_stop: Callable[[], bool] | None = None,
-                prefill: Prefill | None = None) -> list[list[list[int]]]:
+                prefill: Prefill | None = None, with_scores: bool = False) -> list[list]:
     """The num_beams best continuations of each left-padded prompt, best first, EOS removed (`prefill`:
-    the prompts already encoded, e.g. shared with sampling)."""
+    the prompts already encoded, e.g. shared with sampling). `with_scores`: (tokens, score) pairs, the
+    score being the search's own (log-probability / length**length_penalty, repetitions penalised)."""
     k, batch, device = num_beams, input_ids.shape[0], input_ids.device
     prompt_lengths = attention_mask.sum(-1)
     logits, cache, cache_arg, shared = prefill or _prefill(model, input_ids, attention_mask, max_new_tokens)
@@ -206,7 +207,7 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                        position_ids=positions, use_cache=True,
                        **({"shared_prefix": cache} if shared else {})).logits[:, -1]
 
-    return _ranked(finished, eos_token_id)
+    return _ranked(finished, eos_token_id, with_scores)
 
 
 def _reorder(cache, shared: bool, step: int, rows: torch.Tensor, keep, attention_mask, beams: int,
@@ -242,13 +243,14 @@ def _finish(finished: dict, alive: torch.Tensor, new_scores: torch.Tensor, seque
     finished["scores"][alive] = best
 
 
-def _ranked(finished: dict, eos_token_id: int) -> list[list[list[int]]]:
-    """Each abstract's finished titles, best first, EOS removed."""
+def _ranked(finished: dict, eos_token_id: int, with_scores: bool = False) -> list[list]:
+    """Each abstract's finished titles, best first, EOS removed (with their scores if asked)."""
     results = []
     for scores, tokens, lengths in zip(*(finished[key].tolist() for key in ("scores", "tokens", "lengths")),
                                        strict=True):
         ranked = sorted(zip(scores, tokens, lengths, strict=True), key=lambda s: -s[0])
-        results.append([[t for t in seq[:n] if t != eos_token_id] for score, seq, n in ranked if score > NEG])
+        found = [([t for t in seq[:n] if t != eos_token_id], score) for score, seq, n in ranked if score > NEG]
+        results.append(found if with_scores else [seq for seq, _ in found])
     return results
 
 

@@ -107,3 +107,22 @@ def category_group(categories: str) -> str:
     if archive in ("cs", "math", "stat", "q-bio", "q-fin", "eess", "econ"):
         return f"{archive} (other)" if archive == "cs" else archive
     return "physics" if archive else "unknown"
+
+
+# The fields of the per-field evaluation: arXiv archives, with hep-* as one field and the archives
+# that were merged into others (alg-geom, chao-dyn, ...) under the field they belong to today.
+FIELDS = ("cs", "astro-ph", "math", "physics", "cond-mat", "quant-ph", "eess", "stat", "q-bio", "hep", "gr-qc")
+_MERGED = {"alg-geom": "math", "q-alg": "math", "dg-ga": "math", "funct-an": "math", "math-ph": "math",
+           "cmp-lg": "cs", "bayes-an": "stat", "mtrl-th": "cond-mat", "supr-con": "cond-mat",
+           "nucl-th": "physics", "nucl-ex": "physics", "nlin": "physics", "chao-dyn": "physics",
+           "solv-int": "physics", "patt-sol": "physics", "adap-org": "physics", "comp-gas": "physics",
+           "chem-ph": "physics", "atom-ph": "physics", "acc-phys": "physics", "plasm-ph": "physics",
+           "ao-sci": "physics"}
+
+
+def field_of(categories: str) -> str:
+    """The field of a paper's primary category: its archive (astro-ph, math, ...), hep-* as hep."""
+    archive = (categories.split(" ", 1)[0] if categories else "").split(".", 1)[0]
+    if archive.startswith("hep-"):
+        return "hep"
+    return _MERGED.get(archive, archive or "unknown")

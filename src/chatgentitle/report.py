@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from chatgentitle.config import DEFAULT_BASE, GenerationOptions
-from chatgentitle.metrics import bootstrap_ci, category_group, score_pairs, summarise
+from chatgentitle.metrics import bootstrap_ci, category_group, field_of, score_pairs, summarise
 from chatgentitle.records import Paper, read_papers, write_atomic, write_jsonl
 from chatgentitle.sources import DEFAULT_MODEL, SourceSpec, load_source
 
@@ -209,6 +209,7 @@ def evaluate(papers: list[Paper], systems: dict[str, dict[str, str]], out_dir: P
             for group, items in sorted(grouped.items())
         }
     result = {"papers": len(papers), "systems": summary, "by_category": by_category,
+              "by_field": by_field(per_paper, [field_of(p.categories) for p in papers]),
               "paired": paired_differences(per_paper), "problems": problems or []}
     write_atomic(out_dir / "scores.json", lambda f: f.write(json.dumps(result, indent=2)), mode="w")
     write_jsonl(out_dir / "predictions.jsonl", (
@@ -223,6 +224,24 @@ def evaluate(papers: list[Paper], systems: dict[str, dict[str, str]], out_dir: P
     return result
 
 
+def by_field(per_paper: dict[str, list], fields: list[str]) -> dict[str, dict]:
+    """Per field (metrics.field_of): papers, each system's ROUGE-L with its 95% CI, and each later system's
+    paired difference from the first with its CI (the same papers resampled for both)."""
+    names, found = list(per_paper), {}
+    for name in sorted(set(fields)):
+        rows = [i for i, f in enumerate(fields) if f == name]
+        entry = {"papers": len(rows), "systems": {}}
+        for system in names:
+            values = [per_paper[system][i].rougeL for i in rows]
+            entry["systems"][system] = {"rougeL": sum(values) / len(values), "rougeL_ci95": list(bootstrap_ci(values))}
+            if system != names[0]:
+                differences = [per_paper[system][i].rougeL - per_paper[names[0]][i].rougeL for i in rows]
+                entry["systems"][system] |= {"difference": sum(differences) / len(differences),
+                                             "difference_ci95": list(bootstrap_ci(differences))}
+        found[name] = entry
+    return found
+
+
 def paired_differences(per_paper: dict[str, list]) -> dict[str, dict]:
     """Each system's ROUGE-L minus the first system's, paper by paper: the mean difference and its paired
     bootstrap 95% CI (the same papers resampled for both), which is narrower than comparing two CIs."""
@@ -234,6 +253,24 @@ def paired_differences(per_paper: dict[str, list]) -> dict[str, dict]:
             found[name] = {"against": names[0], "rougeL_difference": sum(differences) / len(differences),
                            "rougeL_difference_ci95": list(bootstrap_ci(differences))}
     return found
+
+
+def _field_table(fields: dict, names: list[str]) -> list[str]:
+    """ROUGE-L per field [95% CI]; for each later system, its paired difference from the first."""
+    lines = ["\n## ROUGE-L by field\n", f"Later systems: their difference from {names[0]} on the same papers "
+             "[paired 95% CI].\n" if len(names) > 1 else "",
+             "| field | papers | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for field_name, entry in sorted(fields.items(), key=lambda kv: -kv[1]["papers"]):
+        cells = []
+        for name in names:
+            s = entry["systems"][name]
+            cell = f"{s['rougeL']:.1f} [{s['rougeL_ci95'][0]:.1f}, {s['rougeL_ci95'][1]:.1f}]"
+            if "difference" in s:
+                low, high = s["difference_ci95"]
+                cell += f"; {s['difference']:+.2f} [{low:+.2f}, {high:+.2f}]"
+            cells.append(cell)
+        lines.append(f"| {field_name} | {entry['papers']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _fmt(value) -> str:
@@ -278,6 +315,7 @@ def _markdown(result: dict, papers: list[Paper], systems: dict, per_paper: dict)
             cells.append(f"{entry['rougeL']:.1f} [{entry['rougeL_ci95'][0]:.1f}, {entry['rougeL_ci95'][1]:.1f}]"
                          if entry else "–")
         lines.append(f"| {group} | {first.get('papers', 0)} | " + " | ".join(cells) + " |")
+    lines += _field_table(result["by_field"], names)
     lines.append("\n![metrics](metrics.png)\n\n![title lengths](title_lengths.png)\n")
     if names:
         order = sorted(range(len(papers)), key=lambda i: per_paper[names[0]][i].rougeL)
