@@ -25,8 +25,9 @@ def test_through_our_serve_the_titles_are_the_in_process_ones(tiny_generator, ti
     remote = RemoteTitles(tiny_server, tiny_generator.name, api_key=KEY, chat=True, concurrency=2)
     options = GenerationOptions(max_new_tokens=6)
     assert [c[0].title for c in titles(remote, ABSTRACTS, options)] == tiny_generator(ABSTRACTS, options)
-    several = remote.generate(ABSTRACTS[:1], GenerationOptions(max_new_tokens=6, num_candidates=3))[0]
-    assert several == tiny_generator.generate(ABSTRACTS[:1], GenerationOptions(max_new_tokens=6, num_candidates=3))[0]
+    three = GenerationOptions(max_new_tokens=6, num_candidates=3)
+    several = remote.generate(ABSTRACTS[:1], three)[0]
+    assert several == [c.title for c in titles(tiny_generator, ABSTRACTS[:1], three)[0]]
 
 
 def test_cli_batch_file_through_an_endpoint(tiny_generator, tiny_server, run_dir, tmp_path):

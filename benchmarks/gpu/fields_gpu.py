@@ -158,6 +158,7 @@ def main() -> None:
     parser.add_argument("--train-budget", type=float, default=280, help="seconds the trainings may take")
     parser.add_argument("--batch", type=int, default=128, help="papers per search call in the pools")
     parser.add_argument("--deadline", type=float, default=540, help="seconds for the whole script")
+    parser.add_argument("--train-only", action="store_true", help="no speed test, no pools of --adapter")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "fields-gpu"
@@ -181,8 +182,9 @@ def main() -> None:
     adapter = None if args.adapter == "default" else args.adapter
     generator = TitleGenerator.load(adapter)
     log("loaded", generator.name, generator.device, next(generator.model.parameters()).dtype)
-    speed(generator, val, results)
-    save()
+    if not args.train_only:
+        speed(generator, val, results)
+        save()
 
     runs = {f"lr{lr}": start_training(f"lr{lr}", lr, args, work) for lr in args.lrs.split(",") if lr}
     trained_by = time.monotonic() + args.train_budget
@@ -200,11 +202,11 @@ def main() -> None:
         log(results["steps"][-1])
         save()
 
-    for beams in (4, 8):
+    for beams in () if args.train_only else (4, 8):
         pool_step("default", generator, eval_papers, beams, "pools-eval.jsonl.xz")
     # the ranker's training pools until the trainings are due, in slices so that a cut run keeps most
     stop = min(trained_by, STARTED + args.deadline - 200) if runs else STARTED + args.deadline - 30
-    for start in range(0, len(pool), 1024):
+    for start in range(0, 0 if args.train_only else len(pool), 1024):
         if time.monotonic() > stop:
             break
         pool_step("default", generator, pool[start:start + 1024], 8, "pools-train.jsonl.xz", stop)

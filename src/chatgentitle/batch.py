@@ -15,12 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from chatgentitle.config import GenerationOptions
+from chatgentitle.errors import ChatGenTitleError
 from chatgentitle.generate import TitleSource, titles
 from chatgentitle.progress import Progress
 from chatgentitle.ranking import Candidate, Ranker, closest_titles
 
 
-class InputError(ValueError):
+class InputError(ChatGenTitleError, ValueError):
     """An input file that cannot be read as abstracts; the message names the file and line."""
 
 

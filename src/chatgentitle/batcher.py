@@ -21,8 +21,11 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from functools import partial
 
+from chatgentitle.errors import OptionError, UnknownModel
+
 MAX_ABSTRACT_CHARS = 20_000
 MAX_ABSTRACTS = 32
+MAX_INSTRUCTION_CHARS = 2000  # an instruction is a sentence or two
 REQUEST_TIMEOUT_SECONDS = 120.0
 SAFETY = 0.8  # plan batches to end by 80% of the time left: measured costs vary by ~10% between batches
 # "Holds text": a character that str.strip() keeps, spelled out for the OpenAPI schema because \S means
@@ -42,9 +45,9 @@ class Busy(Exception):
 def check_abstract(text: str) -> str:
     """The bounds of one abstract on every path; returns it, or raises ValueError saying which bound."""
     if not text.strip():
-        raise ValueError("the abstract is empty")
+        raise OptionError("the abstract is empty")
     if len(text) > MAX_ABSTRACT_CHARS:
-        raise ValueError(f"the abstract is longer than {MAX_ABSTRACT_CHARS} characters ({len(text)})")
+        raise OptionError(f"the abstract is longer than {MAX_ABSTRACT_CHARS} characters ({len(text)})")
     return text
 
 
@@ -193,10 +196,10 @@ class TitleService:
         self.request_timeout = request_timeout
 
     def source(self, model: str | None = None):
-        """The named source (None: the default); KeyError names the ones there are."""
+        """The named source (None: the default); UnknownModel names the ones there are."""
         name = model or self.default
         if name not in self.sources:
-            raise KeyError(f"model {name!r} not found; this server has {', '.join(map(repr, self.sources))}")
+            raise UnknownModel(f"model {name!r} not found; this server has {', '.join(map(repr, self.sources))}")
         return self.sources[name]
 
     def titles(self, abstracts: list[str], options, instruction: str | None = None, model: str | None = None) -> Job:

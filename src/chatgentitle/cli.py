@@ -12,8 +12,9 @@ from pathlib import Path
 
 import click
 
-from chatgentitle.config import BEST_TITLES, GenerationOptions, TrainConfig
+from chatgentitle.config import BEST_TITLES, GenerationOptions, TrainConfig, bounds
 from chatgentitle.crawl import CrawlJob
+from chatgentitle.errors import ChatGenTitleError, require_extra
 from chatgentitle.flags import dataclass_flags, given, take
 from chatgentitle.prepare import PrepareConfig
 from chatgentitle.report import BASELINES  # light: no torch, no metrics libraries at import
@@ -21,8 +22,28 @@ from chatgentitle.server import ServeConfig
 from chatgentitle.sources import SourceSpec
 
 
-class UserError(click.ClickException):
-    """A one-line error for the user, exit status 1, never a traceback."""
+class UserError(ChatGenTitleError):
+    """A command's own one-line error (a missing argument, a combination that cannot work)."""
+
+
+class _Commands(click.Group):
+    """The one place where errors become what the user sees: a ChatGenTitleError, or a file that cannot be
+    read or written, is one line on stderr and exit status 1; anything else is a bug and keeps its traceback.
+    --debug shows the traceback of a user error too."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (ChatGenTitleError, OSError) as err:
+            if ctx.params.get("debug") or (isinstance(err, OSError) and not err.filename):
+                raise
+            raise click.ClickException(_one_line(err)) from None
+
+
+def _one_line(err: Exception) -> str:
+    if isinstance(err, OSError):
+        return f"{err.filename}: {err.strerror or err}"
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
@@ -37,9 +58,10 @@ def _progress(iterable, unit: str):
     return tqdm(iterable, unit=f" {unit}", unit_scale=True, file=sys.stderr)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="chatgentitle")
-def cli():
+@click.option("--debug", is_flag=True, help="Show the traceback of a user error too (a bug always shows one).")
+def cli(debug):
     """Write good titles for research papers from their abstracts.
 
     prepare -> train -> generate / serve -> eval; crawl keeps the data fresh.
@@ -72,10 +94,7 @@ def prepare(inputs, db, out_dir, preset, strict, formats, **options):
         values["categories"] = _csv(values["categories"])
     cfg = take(PrepareConfig, values, formats=_csv(formats))
     bad = BadLines()
-    try:
-        stats = run_prepare(_progress(_papers_from(inputs, db, bad, read_papers), "papers"), out_dir, cfg, bad)
-    except OSError as err:
-        raise UserError(f"cannot read input: {err}") from None
+    stats = run_prepare(_progress(_papers_from(inputs, db, bad, read_papers), "papers"), out_dir, cfg, bad)
     for message in bad.summary():
         click.echo(f"bad line: {message}", err=True)
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats["dropped"].items())) or "none"
@@ -102,23 +121,15 @@ def _papers_from(inputs, db, bad, read_papers):
 @dataclass_flags(TrainConfig)
 def train(config_file, **options):
     """Fine-tune a LoRA adapter that writes titles (alpaca-lora's options)."""
-    try:
-        cfg = TrainConfig.from_yaml(config_file, **options) if config_file else take(TrainConfig, options)
-    except (ValueError, TypeError) as err:
-        raise UserError(str(err)) from None
+    cfg = TrainConfig.from_yaml(config_file, **options) if config_file else take(TrainConfig, options)
     if not cfg.data:
         raise UserError("give --data (or data: in --config)")
-    from chatgentitle.modeling import ModelError
     from chatgentitle.run import RunDir
-    from chatgentitle.train import DataError
     from chatgentitle.train import train as run_train
 
-    try:
-        run = RunDir(run_train(cfg))
-        kept = next((r["summary"].get("kept") for r in reversed(run.read_metrics()) if "summary" in r), None)
-        click.echo(f"adapter saved in {run.path}" + (f" (the best eval step's: {kept})" if kept else ""))
-    except (DataError, ModelError, ValueError) as err:
-        raise UserError(str(err)) from None
+    run = RunDir(run_train(cfg))
+    kept = next((r["summary"].get("kept") for r in reversed(run.read_metrics()) if "summary" in r), None)
+    click.echo(f"adapter saved in {run.path}" + (f" (the best eval step's: {kept})" if kept else ""))
 
 
 # ----------------------------------------------------------------------------- crawl
@@ -145,8 +156,6 @@ def crawl(db, export_path, status, **flags):
             fetcher = job.fetcher(on_wait=_echo_wait if sys.stderr.isatty() else None)
             try:
                 arxiv.run(job, store, fetcher, echo=click.echo)
-            except arxiv.CrawlError as err:
-                raise UserError(str(err)) from None
             finally:
                 fetcher.close()
 
@@ -157,12 +166,9 @@ def _echo_wait(seconds: float) -> None:
 
 # ----------------------------------------------------------------------------- generate / serve / export
 def _source(values: dict, **fixed):
-    from chatgentitle.sources import SourceError, load_source
+    from chatgentitle.sources import load_source
 
-    try:
-        return load_source(take(SourceSpec, values, **fixed))
-    except SourceError as err:
-        raise UserError(str(err)) from None
+    return load_source(take(SourceSpec, values, **fixed))
 
 
 @cli.command()
@@ -171,7 +177,8 @@ def _source(values: dict, **fixed):
               help="A JSONL (id, abstract), CSV (id, abstract) or TXT (one per line) file.")
 @click.option("--output", "output_path", type=click.Path(path_type=Path),
               help="JSONL of titles; re-running skips ids already in it.")
-@click.option("-n", "--num-candidates", type=click.IntRange(1, 8), default=1, show_default=True,
+@click.option("-n", "--num-candidates", type=click.IntRange(*bounds(GenerationOptions, "num_candidates")), default=1,
+              show_default=True,
               help="Distinct titles per abstract, ranked (see README: ranking).")
 @click.option("--instruction", help="Override the instruction of the prompt.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
@@ -185,7 +192,6 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
              as_json, **flags):
     """Write a title for ABSTRACT (or - for stdin), or for every abstract in --input."""
     from chatgentitle import batch
-    from chatgentitle.remote import RemoteError
 
     options = take(GenerationOptions, flags, num_candidates=num_candidates)
     if samples:
@@ -198,21 +204,18 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
     source = _source(flags)
     from chatgentitle.ranking import make_ranker
 
-    ranker = make_ranker(db) if num_candidates > 1 or db else None
-    try:
-        if input_path:
-            written, skipped = batch.generate_file(source, input_path, output_path, options, batch_size, ranker,
-                                                   instruction, progress=True)
-            return click.echo(f"{written} titles written to {output_path} ({skipped} already there)")
-        if stream and options.streams:
-            for shown in source.stream(abstract, options, instruction):
-                click.echo("\r" + shown, nl=False)
-            return click.echo()
-        from chatgentitle.generate import titles
+    ranker = make_ranker(db)
+    if input_path:
+        written, skipped = batch.generate_file(source, input_path, output_path, options, batch_size, ranker,
+                                               instruction, progress=True)
+        return click.echo(f"{written} titles written to {output_path} ({skipped} already there)")
+    if stream and options.streams:
+        for shown in source.stream(abstract, options, instruction):
+            click.echo("\r" + shown, nl=False)
+        return click.echo()
+    from chatgentitle.generate import titles
 
-        click.echo(batch.describe(titles(source, [abstract], options, ranker, instruction)[0], as_json))
-    except (batch.InputError, RemoteError) as err:
-        raise UserError(str(err)) from None
+    click.echo(batch.describe(titles(source, [abstract], options, ranker, instruction)[0], as_json))
 
 
 @cli.command()
@@ -224,18 +227,12 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
 @dataclass_flags(SourceSpec, skip=("model",))
 def serve(models, **flags):
     """Serve the JSON API (/v1/titles, OpenAI routes, /docs) and the web UI (/) from one process."""
-    try:
-        from chatgentitle.server import serve as run_server
-        from chatgentitle.sources import SourceError
-    except ImportError as err:
-        raise UserError(f"serve needs the serve extra: pip install 'chatgentitle[serve]' ({err})") from None
     from chatgentitle.report import named
+    from chatgentitle.server import serve as run_server
 
     cfg = take(ServeConfig, flags)
-    try:
-        run_server(cfg, take(SourceSpec, flags), dict(named(v, Path(v).name) for v in models), echo=click.echo)
-    except SourceError as err:
-        raise UserError(str(err)) from None
+    require_extra("serve", "fastapi", "uvicorn", *(("gradio",) if cfg.ui else ()))
+    run_server(cfg, take(SourceSpec, flags), dict(named(v, Path(v).name) for v in models), echo=click.echo)
 
 
 @cli.command()
@@ -256,12 +253,8 @@ def label(data_path, held_out, output_path, max_papers, batch_size, label_by, **
     """Consensus titles for training abstracts: the labels that distillation trains on (`train --data`)."""
     from chatgentitle import batch
 
-    source = _source(flags)
-    try:
-        written, skipped = batch.label_file(source, data_path, list(held_out), output_path,
-                                            take(GenerationOptions, flags), batch_size, max_papers, label_by)
-    except (batch.InputError, FileNotFoundError) as err:
-        raise UserError(str(err)) from None
+    written, skipped = batch.label_file(_source(flags), data_path, list(held_out), output_path,
+                                        take(GenerationOptions, flags), batch_size, max_papers, label_by)
     click.echo(f"{written} labels written to {output_path} ({skipped} already there)")
 
 
@@ -281,22 +274,19 @@ def export(run_dir, out_dir, out_format, dtype, outtype):
     """Merge an adapter into its base model: a plain HF checkpoint (plus the adapter alone in adapter/),
     or a GGUF file whose chat template writes our prompt around a pasted abstract."""
     from chatgentitle.generate import default_adapter_dir
-    from chatgentitle.modeling import ModelError, export_instructions, export_merged
+    from chatgentitle.modeling import export_instructions, export_merged
 
     name = "chatgentitle" if run_dir == "default" else Path(run_dir).name
     run_dir = default_adapter_dir() if run_dir == "default" else Path(run_dir)
     if run_dir is None or not run_dir.exists():
         raise UserError(f"adapter not found: {run_dir or 'the packaged default (not in this install)'}")
-    try:
-        if out_format == "gguf":
-            from chatgentitle.gguf_export import export_gguf, gguf_instructions
+    if out_format == "gguf":
+        from chatgentitle.gguf_export import export_gguf, gguf_instructions
 
-            out_file = out_dir / f"{name}-{outtype}.gguf"
-            click.echo(gguf_instructions(export_gguf(run_dir, out_file, outtype)))
-        else:
-            click.echo(export_instructions(run_dir, export_merged(run_dir, out_dir, dtype)))
-    except (ModelError, ValueError) as err:
-        raise UserError(str(err)) from None
+        out_file = out_dir / f"{name}-{outtype}.gguf"
+        click.echo(gguf_instructions(export_gguf(run_dir, out_file, outtype)))
+    else:
+        click.echo(export_instructions(run_dir, export_merged(run_dir, out_dir, dtype)))
 
 
 # ----------------------------------------------------------------------------- eval
@@ -324,14 +314,9 @@ def export(run_dir, out_dir, out_format, dtype, outtype):
 def evaluate(data_path, models, endpoint_models, baselines, prediction_files, out_dir, limit, batch_size, db, **flags):
     """Score models, baselines and other systems' titles against the real titles."""
     from chatgentitle import report
-    from chatgentitle.remote import RemoteError
-    from chatgentitle.sources import SourceError
 
     options = take(GenerationOptions, flags)
-    try:
-        systems = report.parse_systems(models, endpoint_models, prediction_files, baselines, take(SourceSpec, flags))
-        result = report.run_eval(data_path, limit, out_dir, systems, options, batch_size, db,
-                                 echo=lambda line: click.echo(line, err=True), progress=True)
-    except (ValueError, report.PredictionError, RemoteError, SourceError) as err:
-        raise UserError(str(err)) from None
+    systems = report.parse_systems(models, endpoint_models, prediction_files, baselines, take(SourceSpec, flags))
+    result = report.run_eval(data_path, limit, out_dir, systems, options, batch_size, db,
+                             echo=lambda line: click.echo(line, err=True), progress=True)
     click.echo(report.summary_lines(result, out_dir))

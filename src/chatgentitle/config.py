@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from chatgentitle.errors import OptionError
+
 DEFAULT_BASE = "smollm2-135m"  # SmolLM2-135M-Instruct, packaged as a GGUF wheel (modeling.BUILTIN_BASES)
 
 
@@ -30,6 +32,11 @@ def field_docs(cls) -> dict[str, str]:
                 and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
             docs[node.target.id] = " ".join(after.value.value.split())
     return docs
+
+
+def bounds(cls, name: str) -> tuple:
+    """The (low, high) bound of a dataclass field: what every front end derives its limits from."""
+    return cls.__dataclass_fields__[name].metadata["range"]
 
 
 def _bounded(default, low, high):
@@ -89,6 +96,9 @@ class GenerationOptions:
     """Never repeat a sequence of this many tokens within a title (0: off)."""
     num_candidates: int = _bounded(1, 1, 8)
     """Distinct titles to return per abstract (beam search or sampling provide them)."""
+    rank: bool = True
+    """Beam search: the packaged learned ranker chooses among all the search's finished titles (a model of
+    how close each is to the authors' own title) and lists them in its order; off: the search's own order."""
 
     @classmethod
     def overrides(cls, pairs: list[str]) -> dict:
@@ -97,12 +107,12 @@ class GenerationOptions:
         for pair in pairs:
             name, _, value = pair.partition("=")
             if name not in types or not value:
-                raise ValueError(f"{pair!r}: give OPTION=VALUE with one of {', '.join(types)}")
+                raise OptionError(f"{pair!r}: give OPTION=VALUE with one of {', '.join(types)}")
             kind = types[name]
             try:
                 found[name] = _BOOLS[value.lower()] if kind is bool else kind(value)
             except (KeyError, ValueError):
-                raise ValueError(f"{pair!r}: {name} takes a {kind.__name__}") from None
+                raise OptionError(f"{pair!r}: {name} takes a {kind.__name__}") from None
         return found
 
     def __post_init__(self):
@@ -110,7 +120,7 @@ class GenerationOptions:
             if "range" in f.metadata:
                 low, high = f.metadata["range"]
                 if not low <= getattr(self, f.name) <= high:
-                    raise ValueError(f"{f.name} must be between {low} and {high}")
+                    raise OptionError(f"{f.name} must be between {low} and {high}")
 
     @property
     def mode(self) -> DecodingMode:
@@ -122,6 +132,11 @@ class GenerationOptions:
         if self.consensus:
             return DecodingMode.CONSENSUS
         return DecodingMode.BEAM_SEARCH if self.beams > 1 else DecodingMode.GREEDY
+
+    @property
+    def pools(self) -> bool:
+        """Whether a source hands over every distinct finished title of its search (for the ranker)."""
+        return self.rank and self.mode is DecodingMode.BEAM_SEARCH
 
     @property
     def streams(self) -> bool:
@@ -242,35 +257,40 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.micro_batch_size < 1 or self.batch_size < self.micro_batch_size:
-            raise ValueError("batch_size must be >= micro_batch_size >= 1")
+            raise OptionError("batch_size must be >= micro_batch_size >= 1")
         if self.cutoff_len < 16:
-            raise ValueError("cutoff_len must be at least 16 tokens")
+            raise OptionError("cutoff_len must be at least 16 tokens")
         if self.quantize not in (None, "8bit", "4bit"):
-            raise ValueError("quantize must be 8bit or 4bit")
+            raise OptionError("quantize must be 8bit or 4bit")
         if self.skip_examples < 0:
-            raise ValueError("skip_examples must be >= 0")
+            raise OptionError("skip_examples must be >= 0")
         if self.keep_best not in (None, "rouge", "loss"):
-            raise ValueError("keep_best must be rouge or loss")
+            raise OptionError("keep_best must be rouge or loss")
         if self.keep_best == "rouge" and self.eval_rouge < 1:
-            raise ValueError("keep_best rouge needs eval_rouge N (validation papers titled at each eval step)")
+            raise OptionError("keep_best rouge needs eval_rouge N (validation papers titled at each eval step)")
         if self.eval_rouge < 0 or self.early_stopping_patience < 0:
-            raise ValueError("eval_rouge and early_stopping_patience must be >= 0")
+            raise OptionError("eval_rouge and early_stopping_patience must be >= 0")
         if self.objective not in ("sft", "dpo"):
-            raise ValueError("objective must be sft or dpo")
+            raise OptionError("objective must be sft or dpo")
         if self.dpo_beta <= 0 or self.dpo_nll_weight < 0:
-            raise ValueError("dpo_beta must be > 0 and dpo_nll_weight >= 0")
+            raise OptionError("dpo_beta must be > 0 and dpo_nll_weight >= 0")
         if self.attention not in ("auto", "sdpa", "eager"):
-            raise ValueError("attention must be auto, sdpa or eager")
+            raise OptionError("attention must be auto, sdpa or eager")
         if isinstance(self.lora_target_modules, str):
             self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as err:
+            raise OptionError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+        if not isinstance(values, dict):
+            raise OptionError(f"{path}: expected 'option: value' lines, found a {type(values).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise ValueError(f"{path}: unknown option(s) {', '.join(sorted(unknown))}")
+            raise OptionError(f"{path}: unknown option(s) {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

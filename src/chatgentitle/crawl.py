@@ -32,6 +32,7 @@ from chatgentitle.arxiv_formats import (
     parse_oai_page,
     parse_rss,
 )
+from chatgentitle.errors import OptionError
 from chatgentitle.http_client import GiveUp, HttpClient, Retryable, user_agent
 from chatgentitle.records import ArxivRecord, category_matches
 from chatgentitle.store import PaperStore
@@ -268,7 +269,7 @@ class CrawlJob:
             if isinstance(getattr(self, name), str):
                 setattr(self, name, tuple(v.strip() for v in getattr(self, name).split(",") if v.strip()))
         if self.metadata_prefix not in ("arXiv", "arXivRaw"):
-            raise ValueError("metadata_prefix must be arXiv or arXivRaw")
+            raise OptionError("metadata_prefix must be arXiv or arXivRaw")
         self.every_seconds = duration_seconds(self.every) if self.every else None
 
     def fetcher(self, on_wait: Callable[[float], None] | None = None) -> Fetcher:
@@ -283,7 +284,7 @@ def duration_seconds(text: str) -> float:
     try:
         return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
     except (ValueError, IndexError):
-        raise ValueError(f"{text!r} is not a duration like 24h, 30m or 90s") from None
+        raise OptionError(f"{text!r} is not a duration like 24h, 30m or 90s") from None
 
 
 def run(job: CrawlJob, store: PaperStore, fetcher: Fetcher, echo: Callable[[str], None] = print) -> None:

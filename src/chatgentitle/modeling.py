@@ -13,6 +13,7 @@ from pathlib import Path
 
 import platformdirs
 
+from chatgentitle.errors import ChatGenTitleError
 from chatgentitle.records import atomic_dir
 from chatgentitle.run import RunDir
 
@@ -24,7 +25,7 @@ BUILTIN_BASES = {
 }
 
 
-class ModelError(RuntimeError):
+class ModelError(ChatGenTitleError, RuntimeError):
     """A model, adapter or tokenizer that cannot be loaded; the message says what to do."""
 
 

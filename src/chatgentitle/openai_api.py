@@ -13,17 +13,20 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from chatgentitle.api import answer, responses, served_model
+from chatgentitle.api import ROUTE_ERRORS, answer, responses, served_model
 from chatgentitle.batcher import HOLDS_TEXT, MAX_ABSTRACT_CHARS, MAX_ABSTRACTS, TitleService
-from chatgentitle.config import GenerationOptions
+from chatgentitle.config import GenerationOptions, bounds
+
+_N, _TOKENS = bounds(GenerationOptions, "num_candidates"), bounds(GenerationOptions, "max_new_tokens")
+_TEMPERATURE, _TOP_P = bounds(GenerationOptions, "temperature"), bounds(GenerationOptions, "top_p")
 
 MAX_PROMPT_CHARS = MAX_ABSTRACT_CHARS + 2000  # the abstract's bound plus a template
 Prompt = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=HOLDS_TEXT)]
 Text = Annotated[str, StringConstraints(max_length=MAX_ABSTRACT_CHARS)]
 AbstractText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ABSTRACT_CHARS, pattern=HOLDS_TEXT)]
-ERRORS = responses(401, 404, 413, 422, 503)
+ERRORS = responses(*ROUTE_ERRORS)
 SSE_EVENT = {"type": "object", "required": ["data"],  # each event: a JSON chunk, then "[DONE]"
              "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}
 STREAM = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
@@ -52,22 +55,31 @@ class OpenAIRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    n: int = Field(1, ge=1, le=8, description="Titles to return (distinct candidates).")
-    max_tokens: int | None = Field(None, ge=1, description="Clamped to max_new_tokens' bound: a title needs few.")
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2, description="0 or absent: the default decoding; "
-                                                                      "above 0: sampling at this temperature.")
-    top_p: float | None = Field(None, gt=0, le=1)
+    n: int = Field(1, ge=_N[0], le=_N[1], description="Titles to return (distinct candidates).")
+    max_tokens: int | None = Field(None, ge=_TOKENS[0], le=_TOKENS[1], description="max_new_tokens: a title needs few.")
+    max_completion_tokens: int | None = Field(None, ge=_TOKENS[0], le=_TOKENS[1])
+    temperature: float | None = Field(None, ge=0, le=_TEMPERATURE[1],
+                                      description="0 or absent: the default decoding; from "
+                                                  f"{_TEMPERATURE[0]}: sampling at this temperature.",
+                                      json_schema_extra={"not": {"type": "number", "exclusiveMinimum": 0,
+                                                                 "exclusiveMaximum": _TEMPERATURE[0]}})
+    top_p: float | None = Field(None, ge=_TOP_P[0], le=_TOP_P[1])
     stream: bool = False
     stream_options: dict | None = None
 
+    @model_validator(mode="after")
+    def sampling_temperature(self):
+        if self.temperature and self.temperature < _TEMPERATURE[0]:
+            raise ValueError(f"temperature is 0 (the default decoding) or from {_TEMPERATURE[0]} to "
+                             f"{_TEMPERATURE[1]} (sampling)")
+        return self
+
     def generation_options(self) -> GenerationOptions:
-        low, high = GenerationOptions.__dataclass_fields__["max_new_tokens"].metadata["range"]
+        """Our options for this request; out-of-bounds values were refused (422) above, as on /v1/titles."""
         wanted = self.max_completion_tokens or self.max_tokens or GenerationOptions.max_new_tokens
-        options = {"num_candidates": self.n, "max_new_tokens": max(low, min(high, wanted))}
+        options = {"num_candidates": self.n, "max_new_tokens": wanted}
         if self.temperature:  # sampling, as a client asking for a temperature expects
-            options.update(do_sample=True, temperature=max(0.01, self.temperature),
-                           top_p=max(0.01, self.top_p or 1.0))  # our bounds: OpenAI allows smaller
+            options.update(do_sample=True, temperature=self.temperature, top_p=self.top_p or 1.0)
         return GenerationOptions(**options)
 
     def include_usage(self) -> bool:
@@ -154,7 +166,7 @@ def openai_router(service: TitleService, check_key) -> APIRouter:
     class Completions(CompletionRequest):
         model: str = served_model(service, required=True)
 
-    @router.get("/v1/models", response_model=ModelList, responses=responses(401))
+    @router.get("/v1/models", response_model=ModelList, responses=responses(401, 429))
     def models():
         return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "chatgentitle"}
                                            for name in service.sources]}

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 
+from chatgentitle.errors import OptionError
 from chatgentitle.prompt import SEED_INSTRUCTION
 from chatgentitle.records import BadLines, Paper, atomic_path, category_matches, write_atomic
 
@@ -76,10 +77,10 @@ class PrepareConfig:
     def __post_init__(self):
         for size in (self.val_size, self.test_size):
             if size < 0 or (size >= 1 and size != int(size)):
-                raise ValueError(f"split sizes are fractions below 1 or whole counts, got {size}")
+                raise OptionError(f"split sizes are fractions below 1 or whole counts, got {size}")
         unknown = set(self.formats) - {"jsonl", "alpaca"}
         if unknown:
-            raise ValueError(f"unknown output format(s): {', '.join(sorted(unknown))}")
+            raise OptionError(f"unknown output format(s): {', '.join(sorted(unknown))}")
 
 
 def _unit_hash(*parts: object) -> float:

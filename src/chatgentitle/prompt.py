@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
+from chatgentitle.errors import OptionError
+
 SEED_INSTRUCTION = (
     "If you are an expert in writing papers, please generate a good paper title for this paper "
     "based on other authors' descriptions of their abstracts."
@@ -50,7 +52,7 @@ class PromptTemplate:
         packaged = resources.files("chatgentitle") / "templates" / f"{name_or_path}.json"
         if not packaged.is_file():
             names = ", ".join(available_templates())
-            raise ValueError(f"unknown prompt template {str(name_or_path)!r} (packaged: {names})")
+            raise OptionError(f"unknown prompt template {str(name_or_path)!r} (packaged: {names})")
         return cls(**json.loads(packaged.read_text()))
 
     def save(self, run_dir: Path) -> Path:
@@ -75,7 +77,7 @@ def _prompt_ids(template: PromptTemplate, tokenizer, abstract: str, instruction:
     text = template.render(abstract, instruction)
     if template.chat:
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("the 'chat' prompt template needs a tokenizer with a chat template")
+            raise OptionError("the 'chat' prompt template needs a tokenizer with a chat template")
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
         )
@@ -121,7 +123,7 @@ def encode_example(
     When the pair is longer than cutoff_len the abstract is shortened, never the title.
     """
     if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no EOS token")
+        raise OptionError("the tokenizer has no EOS token")
     title_ids = tokenizer(template.title_prefix + title.strip(), add_special_tokens=False)["input_ids"]
     title_ids = title_ids[: max(1, cutoff_len // 2) - 1] + [tokenizer.eos_token_id]
     prompt_ids = encode_prompt(template, tokenizer, abstract, instruction, cutoff_len - len(title_ids))

@@ -21,6 +21,7 @@ from functools import partial
 import httpx
 
 from chatgentitle.config import GenerationOptions
+from chatgentitle.errors import ChatGenTitleError
 from chatgentitle.http_client import GiveUp, HttpClient, user_agent
 from chatgentitle.prompt import PromptTemplate
 from chatgentitle.ranking import pick_titles
@@ -28,7 +29,7 @@ from chatgentitle.ranking import pick_titles
 API_KEY_ENV = "CHATGENTITLE_ENDPOINT_KEY"  # or OPENAI_API_KEY
 
 
-class RemoteError(RuntimeError):
+class RemoteError(ChatGenTitleError, RuntimeError):
     """The server refused the request for good (4xx other than 429), or kept failing."""
 
 

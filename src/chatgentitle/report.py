@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from chatgentitle.config import DEFAULT_BASE, GenerationOptions
+from chatgentitle.errors import ChatGenTitleError, OptionError
 from chatgentitle.metrics import bootstrap_ci, category_group, field_of, score_pairs, summarise
 from chatgentitle.records import Paper, read_papers, write_atomic, write_jsonl
 from chatgentitle.sources import DEFAULT_MODEL, SourceSpec, load_source
@@ -28,7 +29,7 @@ TABLE_METRICS = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE
                  ("cliche", "Cliché%"), ("duplicate", "Dup%"), ("repeated", "Repeat%"))
 
 
-class PredictionError(ValueError):
+class PredictionError(ChatGenTitleError, ValueError):
     """A prediction file that cannot be used at all."""
 
 
@@ -116,7 +117,7 @@ def parse_systems(models=(), endpoint_models=(), prediction_files=(), baselines=
         url, _, rest = found.partition(",")
         model_name, _, mode = rest.partition(",")
         if not url or not model_name or mode not in ("", "chat"):
-            raise ValueError(f"endpoint model {value!r}: give NAME=URL,MODEL or NAME=URL,MODEL,chat")
+            raise OptionError(f"endpoint model {value!r}: give NAME=URL,MODEL or NAME=URL,MODEL,chat")
         systems.append(System(name, replace(model, endpoint=url, model=model_name, chat=mode == "chat")))
     if "zero-shot" in baselines:
         systems.append(System("zero-shot", replace(spec, model=None, base_model=spec.base_model or DEFAULT_BASE)))
@@ -131,8 +132,10 @@ def collect_systems(papers: list[Paper], out_dir: Path, systems: list[System], o
     found in prediction files. Generated titles are cached in out_dir/predictions/NAME.jsonl, so a long
     evaluation resumes."""
     from chatgentitle.batch import generate_file
+    from chatgentitle.ranking import make_ranker
 
     ids = {p.id for p in papers}
+    ranker = make_ranker() if any(system.source for system in systems) else None
     found, problems = {}, []
     out_dir.mkdir(parents=True, exist_ok=True)
     abstracts_file = out_dir / "papers.jsonl"
@@ -142,7 +145,7 @@ def collect_systems(papers: list[Paper], out_dir: Path, systems: list[System], o
             generator = load_source(system.source)
             cache = out_dir / "predictions" / f"{system.name}.jsonl"
             written, skipped = generate_file(generator, abstracts_file, cache, replace(options, **system.options),
-                                             batch_size, progress=progress)
+                                             batch_size, ranker, progress=progress)
             echo(f"{system.name}: {written} titles generated, {skipped} from the previous run")
             found[system.name] = read_predictions(cache, ids)[0]
             del generator  # one model in memory at a time
@@ -160,10 +163,10 @@ def run_eval(data_path: Path, limit: int | None, out_dir: Path, systems: list[Sy
     from chatgentitle.ranking import Embedder, known_titles
 
     if not Path(data_path).is_file():
-        raise ValueError(f"test data not found: {data_path}")
+        raise OptionError(f"test data not found: {data_path}")
     papers = load_test_papers(data_path, limit)
     if not papers:
-        raise ValueError(f"no test papers in {data_path}")
+        raise OptionError(f"no test papers in {data_path}")
     found, problems = collect_systems(papers, out_dir, systems, options, batch_size, echo=echo, progress=progress)
     result = evaluate(papers, found, out_dir, known=known_titles(db), embedder=Embedder.load(), problems=problems)
     for problem in problems:

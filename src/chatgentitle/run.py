@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from chatgentitle.errors import ChatGenTitleError
 from chatgentitle.prompt import PROMPT_FILE, PromptTemplate
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -34,7 +35,7 @@ LOSS_PLOT = "loss.png"
 ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PROMPT_FILE, CONFIG_FILE)
 
 
-class RunDirError(ValueError):
+class RunDirError(ChatGenTitleError, ValueError):
     """A folder that is not a run dir or adapter dir; the message says which file is missing."""
 
 

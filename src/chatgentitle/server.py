@@ -11,12 +11,12 @@ submits to one TitleService, so the UI has the API's bounds, queue and deadline.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import warnings
 from dataclasses import dataclass, field
 
 from chatgentitle.batcher import REQUEST_TIMEOUT_SECONDS
+from chatgentitle.errors import OptionError
 
 MAX_BODY_BYTES = 1_000_000
 WARM_UP_ABSTRACT = ("We fine-tune a small language model with low-rank adapters on pairs of abstracts and titles "
@@ -48,7 +48,7 @@ class ServeConfig:
 
     def __post_init__(self):
         if self.request_timeout <= 0 or self.max_batch < 1 or self.max_queue < 1:
-            raise ValueError("request_timeout, max_batch and max_queue must be positive")
+            raise OptionError("request_timeout, max_batch and max_queue must be positive")
 
     def exposed_without_key(self) -> bool:
         """Listening beyond this machine with no key: anyone who can reach it can use the model."""
@@ -70,7 +70,7 @@ def create_app(sources: list, ranker=None, api_key: str | None = None, max_batch
     from pydantic import BaseModel
 
     from chatgentitle import __version__
-    from chatgentitle.api import key_check, titles_router
+    from chatgentitle.api import KeyGuard, key_check, throttled, titles_router
     from chatgentitle.batcher import TitleService
     from chatgentitle.openai_api import openai_router
 
@@ -85,7 +85,24 @@ def create_app(sources: list, ranker=None, api_key: str | None = None, max_batch
     app = FastAPI(title="ChatGenTitle", version=__version__,
                   description="Titles for research papers from their abstracts.")
     app.state.service = service
-    check_key = key_check(api_key)
+    app.state.key_guard = guard = KeyGuard(api_key)
+    check_key = key_check(guard)
+
+    @app.middleware("http")
+    async def throttle_wrong_keys(request: Request, call_next):
+        """An address that sent too many wrong keys gets 429 on every door that takes one (the API, the
+        web UI's login and pages) until its window passes; a failed web UI login counts as a wrong key."""
+        if not api_key or request.url.path == "/health":
+            return await call_next(request)
+        address = request.client.host if request.client else "unknown"
+        wait = guard.retry_after(address)
+        if wait:
+            error = throttled(wait)
+            return JSONResponse({"detail": error.detail}, status_code=429, headers=error.headers)
+        response = await call_next(request)
+        if request.method == "POST" and request.url.path.endswith("/login") and response.status_code >= 400:
+            guard.failed(address)
+        return response
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -115,7 +132,7 @@ def with_ui(app, api_key: str | None = None):
     from chatgentitle.web import build_demo
 
     def login(user: str, password: str) -> bool:
-        return hmac.compare_digest(password.encode(), api_key.encode())  # constant time
+        return app.state.key_guard.matches(password)  # constant time; failures are throttled in create_app
 
     return gr.mount_gradio_app(app, build_demo(app.state.service), path="/", auth=login if api_key else None,
                                auth_message="Sign in with any user name; the password is the server's API key.",

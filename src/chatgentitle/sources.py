@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from chatgentitle.errors import ChatGenTitleError
+
 DEFAULT_MODEL = "default"  # the packaged adapter, wherever a run dir is asked for
 
 
-class SourceError(ValueError):
+class SourceError(ChatGenTitleError, ValueError):
     """A source that cannot be loaded as asked; the message says why, in one line."""
 
 

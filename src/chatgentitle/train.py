@@ -25,6 +25,7 @@ import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from chatgentitle.config import TrainConfig
+from chatgentitle.errors import ChatGenTitleError
 from chatgentitle.modeling import load_base, pick_device, resolve_dtype
 from chatgentitle.progress import Progress
 from chatgentitle.prompt import IGNORE_INDEX, PromptTemplate, encode_example
@@ -32,11 +33,11 @@ from chatgentitle.records import open_binary
 from chatgentitle.run import RunDir
 
 
-class DataError(ValueError):
+class DataError(ChatGenTitleError, ValueError):
     """Training data that cannot be used; the message names the file and line."""
 
 
-class TrainError(ValueError):
+class TrainError(ChatGenTitleError, ValueError):
     """A training option that cannot work, e.g. an init adapter of another shape."""
 
 

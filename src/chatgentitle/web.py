@@ -16,7 +16,7 @@ from typing import get_type_hints
 
 import gradio as gr
 
-from chatgentitle.batcher import Busy, TitleService, check_abstract
+from chatgentitle.batcher import MAX_ABSTRACT_CHARS, MAX_INSTRUCTION_CHARS, Busy, TitleService, check_abstract
 from chatgentitle.config import GenerationOptions, field_docs
 
 EXAMPLE_ABSTRACT = (
@@ -107,9 +107,10 @@ def build_demo(service: TitleService) -> gr.Blocks:
         gr.Markdown("# ChatGenTitle\nWrite a title for a paper from its abstract.")
         with gr.Row():
             with gr.Column(scale=3):
-                instruction_box = gr.Textbox(label="Instruction", value=source.instruction, lines=2)
+                instruction_box = gr.Textbox(label="Instruction", value=source.instruction, lines=2,
+                                             max_length=MAX_INSTRUCTION_CHARS)
                 input_box = gr.Textbox(label="Input", placeholder="Paste the abstract here", lines=10,
-                                       elem_id="abstract-input")
+                                       max_length=MAX_ABSTRACT_CHARS, elem_id="abstract-input")
                 with gr.Accordion("Generation options", open=False):
                     option_inputs = [option_input(option) for option in OPTION_FIELDS]
                 submit = gr.Button("Generate title", variant="primary", elem_id="generate")

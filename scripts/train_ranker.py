@@ -1,0 +1,149 @@
+"""Train the learned ranker on candidate pools of training papers, and score it on validation pools.
+
+    python scripts/train_ranker.py --train-pools runs/gpu/pools-train.jsonl.xz \
+        --eval-pools runs/gpu/pools-eval.jsonl.xz --papers data/fields/pool.jsonl \
+        --papers data/recent/val.jsonl --papers data/fields/val.jsonl \
+        --held-out data/recent/val.jsonl --held-out data/recent/test.jsonl --held-out data/fields/val.jsonl \
+        --out src/chatgentitle/ranker/model.txt
+
+A pool row (benchmarks/gpu/fields_gpu.py, or `chatgentitle label --label-by pool`) is one paper's
+candidates: {"id", "model", "beams", "candidates": [[text, score, tokens], ...]}. Each candidate's
+features are ranking.pool_features; its target is ROUGE-L against the paper's own title. The model is a
+LightGBM LambdaRank over each pool. No training paper may be a held-out (validation or test) paper:
+checked by id before anything is trained. Features are cached beside --out (FEATURES.npz) per pool file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import lzma
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from chatgentitle.ranking import FEATURES, Embedder, _CachedTokenizer, _rouge_l, pool_features, pool_titles
+
+
+def read_rows(path: Path) -> list[dict]:
+    opener = lzma.open if path.suffix == ".xz" else open
+    with opener(path, "rt") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def featurise(pools: list[dict], papers: dict[str, dict], cache: Path) -> dict:
+    """Features, targets and group sizes of every pool (cached in `cache`)."""
+    if cache.is_file():
+        data = dict(np.load(cache, allow_pickle=False))
+        return data
+    embedder, scorer = Embedder.load(), _rouge_l(_CachedTokenizer())
+    rows, targets, groups, ids, models, beams = [], [], [], [], [], []
+    began = time.perf_counter()
+    pooled = [(pool, *pool_titles(pool["candidates"])) for pool in pools]
+    # MiniLM in large batches: every title, every abstract once
+    unique_titles = sorted({t for _, titles, _ in pooled for t in titles})
+    title_vectors = {t: v for i in range(0, len(unique_titles), 512)
+                     for t, v in zip(unique_titles[i:i + 512], embedder.encode(unique_titles[i:i + 512]), strict=True)}
+    print(f"{len(unique_titles)} titles encoded ({time.perf_counter() - began:.0f} s)", file=sys.stderr)
+    abstract_ids = sorted({pool["id"] for pool in pools})
+    abstract_vectors = {}
+    for i in range(0, len(abstract_ids), 64):
+        chunk = abstract_ids[i:i + 64]
+        abstract_vectors.update(zip(chunk, embedder.encode([papers[k]["abstract"] for k in chunk]), strict=True))
+    print(f"{len(abstract_ids)} abstracts encoded ({time.perf_counter() - began:.0f} s)", file=sys.stderr)
+    for n, (pool, titles, scores) in enumerate(pooled):
+        paper = papers[pool["id"]]
+        faithfulness = [float(title_vectors[t] @ abstract_vectors[pool["id"]]) for t in titles]
+        rows += pool_features(paper["abstract"], titles, scores, faithfulness)
+        targets += [scorer.score(paper["title"], t)["rougeL"].fmeasure for t in titles]
+        groups.append(len(titles))
+        ids.append(pool["id"])
+        models.append(pool.get("model", ""))
+        beams.append(pool.get("beams", 0))
+        if n % 1000 == 999:
+            print(f"{n + 1} pools featurised ({time.perf_counter() - began:.0f} s)", file=sys.stderr)
+    data = {"features": np.asarray(rows, dtype=np.float32), "targets": np.asarray(targets, dtype=np.float32),
+            "groups": np.asarray(groups), "ids": np.asarray(ids), "models": np.asarray(models),
+            "beams": np.asarray(beams)}
+    np.savez_compressed(cache, **data)
+    return data
+
+
+def choose(scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Index (within its pool) of the best-scored candidate of each pool."""
+    picks, start = [], 0
+    for size in groups:
+        picks.append(int(np.argmax(scores[start:start + size])))
+        start += size
+    return np.asarray(picks)
+
+
+def evaluate(data: dict, scores: np.ndarray) -> dict:
+    """Mean ROUGE-L (x100) of the ranker's pick, the search's first title, the agreement's pick, the oracle."""
+    starts = np.concatenate([[0], np.cumsum(data["groups"])[:-1]])
+    targets = data["targets"]
+    agreement = data["features"][:, FEATURES.index("agreement")]
+    pick = choose(scores, data["groups"])
+    mbr = choose(agreement, data["groups"])
+    best = np.asarray([targets[s:s + g].max() for s, g in zip(starts, data["groups"], strict=True)])
+    return {"pools": len(starts), "first": 100 * targets[starts], "ranker": 100 * targets[starts + pick],
+            "agreement": 100 * targets[starts + mbr], "oracle": 100 * best}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--train-pools", type=Path, nargs="+", required=True)
+    parser.add_argument("--eval-pools", type=Path, nargs="*", default=[])
+    parser.add_argument("--papers", type=Path, action="append", required=True, help="id, title, abstract rows")
+    parser.add_argument("--held-out", type=Path, action="append", default=[])
+    parser.add_argument("--out", type=Path, required=True, help="the LightGBM model file")
+    parser.add_argument("--trees", type=int, default=300)
+    args = parser.parse_args()
+    import lightgbm
+
+    papers = {}
+    for path in args.papers:
+        papers.update({row["id"]: row for row in read_rows(path)})
+    held_out = {row["id"] for path in args.held_out for row in read_rows(path)}
+    train_pools = [row for path in args.train_pools for row in read_rows(path)]
+    leaked = sorted({row["id"] for row in train_pools} & held_out)
+    assert not leaked, f"{len(leaked)} held-out papers among the training pools, e.g. {leaked[:3]}"
+    print(f"{len(train_pools)} training pools, none of {len(held_out)} held-out papers among them", file=sys.stderr)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path("runs/ranker-features")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def cached(path: Path) -> Path:
+        digest = hashlib.sha1(f"{path.resolve()}:{path.stat().st_size}:{FEATURES}".encode()).hexdigest()[:12]
+        return cache_dir / f"{path.name}.{digest}.npz"
+
+    train = featurise(train_pools, papers, cached(args.train_pools[0]))
+    began = time.perf_counter()
+    labels = np.clip(np.round(train["targets"] * 20), 0, 20).astype(int)  # ROUGE-L in steps of 0.05
+    model = lightgbm.LGBMRanker(n_estimators=args.trees, learning_rate=0.05, num_leaves=31, min_child_samples=50,
+                                subsample=0.8, subsample_freq=1, colsample_bytree=0.8, verbose=-1,
+                                label_gain=list(range(21)))
+    model.fit(train["features"], labels, group=train["groups"], feature_name=list(FEATURES))
+    print(f"trained on {len(train['groups'])} pools, {len(labels)} candidates in {time.perf_counter() - began:.0f} s",
+          file=sys.stderr)
+    model.booster_.save_model(str(args.out))
+    for path in args.eval_pools:
+        pools = read_rows(path)
+        assert all(p["id"] in papers for p in pools)
+        data = featurise(pools, papers, cached(path))
+        scores = model.predict(data["features"])
+        for key in sorted({(m, b) for m, b in zip(data["models"], data["beams"], strict=True)}):
+            mask_pools = (data["models"] == key[0]) & (data["beams"] == key[1])
+            rows_mask = np.repeat(mask_pools, data["groups"])
+            part = {"features": data["features"][rows_mask], "targets": data["targets"][rows_mask],
+                    "groups": data["groups"][mask_pools]}
+            result = evaluate(part, scores[rows_mask])
+            print(key, {k: round(float(np.mean(v)), 2) if k != "pools" else v for k, v in result.items()})
+
+
+if __name__ == "__main__":
+    main()
