@@ -34,29 +34,30 @@ def read_rows(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def featurise(pools: list[dict], papers: dict[str, dict], cache: Path) -> dict:
-    """Features, targets and group sizes of every pool (cached in `cache`)."""
+def featurise(pools: list[dict], papers: dict[str, dict], cache: Path, embed: bool) -> dict:
+    """Features, targets and group sizes of every pool (cached in `cache`); MiniLM's only with `embed`."""
     if cache.is_file():
-        data = dict(np.load(cache, allow_pickle=False))
-        return data
-    embedder, scorer = Embedder.load(), _rouge_l(_CachedTokenizer())
+        return dict(np.load(cache, allow_pickle=False))
+    embedder, scorer = Embedder.load() if embed else None, _rouge_l(_CachedTokenizer())
     rows, targets, groups, ids, models, beams = [], [], [], [], [], []
     began = time.perf_counter()
     pooled = [(pool, *pool_titles(pool["candidates"])) for pool in pools]
-    # MiniLM in large batches: every title, every abstract once
-    unique_titles = sorted({t for _, titles, _ in pooled for t in titles})
-    title_vectors = {t: v for i in range(0, len(unique_titles), 512)
-                     for t, v in zip(unique_titles[i:i + 512], embedder.encode(unique_titles[i:i + 512]), strict=True)}
-    print(f"{len(unique_titles)} titles encoded ({time.perf_counter() - began:.0f} s)", file=sys.stderr)
-    abstract_ids = sorted({pool["id"] for pool in pools})
-    abstract_vectors = {}
-    for i in range(0, len(abstract_ids), 64):
-        chunk = abstract_ids[i:i + 64]
-        abstract_vectors.update(zip(chunk, embedder.encode([papers[k]["abstract"] for k in chunk]), strict=True))
-    print(f"{len(abstract_ids)} abstracts encoded ({time.perf_counter() - began:.0f} s)", file=sys.stderr)
+    title_vectors, abstract_vectors = {}, {}
+    if embedder:  # MiniLM in batches of like length: every title, every abstract once
+        unique_titles = sorted({t for _, titles, _ in pooled for t in titles}, key=len)
+        for i in range(0, len(unique_titles), 256):
+            chunk = unique_titles[i:i + 256]
+            title_vectors.update(zip(chunk, embedder.encode(chunk), strict=True))
+        print(f"{len(unique_titles)} titles encoded ({time.perf_counter() - began:.0f} s)", file=sys.stderr)
+        abstract_ids = sorted({pool["id"] for pool in pools}, key=lambda k: len(papers[k]["abstract"]))
+        for i in range(0, len(abstract_ids), 32):
+            chunk = abstract_ids[i:i + 32]
+            abstract_vectors.update(zip(chunk, embedder.encode([papers[k]["abstract"] for k in chunk]), strict=True))
+        print(f"{len(abstract_ids)} abstracts encoded ({time.perf_counter() - began:.0f} s)", file=sys.stderr)
     for n, (pool, titles, scores) in enumerate(pooled):
         paper = papers[pool["id"]]
-        faithfulness = [float(title_vectors[t] @ abstract_vectors[pool["id"]]) for t in titles]
+        faithfulness = ([float(title_vectors[t] @ abstract_vectors[pool["id"]]) for t in titles]
+                        if embedder else None)
         rows += pool_features(paper["abstract"], titles, scores, faithfulness)
         targets += [scorer.score(paper["title"], t)["rougeL"].fmeasure for t in titles]
         groups.append(len(titles))
@@ -101,6 +102,9 @@ def main() -> None:
     parser.add_argument("--held-out", type=Path, action="append", default=[])
     parser.add_argument("--out", type=Path, required=True, help="the LightGBM model file")
     parser.add_argument("--trees", type=int, default=300)
+    parser.add_argument("--max-train-pools", type=int, help="train on the first N pools only")
+    parser.add_argument("--no-embedder", action="store_true", help="without MiniLM's faithfulness (NaN)")
+    parser.add_argument("--drop", default="", help="features to leave out (set to NaN), comma-separated")
     args = parser.parse_args()
     import lightgbm
 
@@ -108,7 +112,7 @@ def main() -> None:
     for path in args.papers:
         papers.update({row["id"]: row for row in read_rows(path)})
     held_out = {row["id"] for path in args.held_out for row in read_rows(path)}
-    train_pools = [row for path in args.train_pools for row in read_rows(path)]
+    train_pools = [row for path in args.train_pools for row in read_rows(path)][:args.max_train_pools]
     leaked = sorted({row["id"] for row in train_pools} & held_out)
     assert not leaked, f"{len(leaked)} held-out papers among the training pools, e.g. {leaked[:3]}"
     print(f"{len(train_pools)} training pools, none of {len(held_out)} held-out papers among them", file=sys.stderr)
@@ -118,24 +122,29 @@ def main() -> None:
     cache_dir.mkdir(parents=True, exist_ok=True)
 
     def cached(path: Path) -> Path:
-        digest = hashlib.sha1(f"{path.resolve()}:{path.stat().st_size}:{FEATURES}".encode()).hexdigest()[:12]
+        key = f"{path.resolve()}:{path.stat().st_size}:{FEATURES}:{args.no_embedder}:{args.max_train_pools}"
+        digest = hashlib.sha1(key.encode()).hexdigest()[:12]
         return cache_dir / f"{path.name}.{digest}.npz"
 
-    train = featurise(train_pools, papers, cached(args.train_pools[0]))
+    train = featurise(train_pools, papers, cached(args.train_pools[0]), not args.no_embedder)
+    dropped = [FEATURES.index(name) for name in args.drop.split(",") if name]
+    train["features"][:, dropped] = np.nan
     began = time.perf_counter()
     labels = np.clip(np.round(train["targets"] * 20), 0, 20).astype(int)  # ROUGE-L in steps of 0.05
-    model = lightgbm.LGBMRanker(n_estimators=args.trees, learning_rate=0.05, num_leaves=31, min_child_samples=50,
-                                subsample=0.8, subsample_freq=1, colsample_bytree=0.8, verbose=-1,
-                                label_gain=list(range(21)))
-    model.fit(train["features"], labels, group=train["groups"], feature_name=list(FEATURES))
+    params = {"objective": "lambdarank", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50,
+              "bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8, "label_gain": list(range(21)),
+              "verbose": -1, "seed": 0, "deterministic": True, "num_threads": 2}
+    dataset = lightgbm.Dataset(train["features"], labels, group=train["groups"], feature_name=list(FEATURES))
+    booster = lightgbm.train(params, dataset, num_boost_round=args.trees)
     print(f"trained on {len(train['groups'])} pools, {len(labels)} candidates in {time.perf_counter() - began:.0f} s",
           file=sys.stderr)
-    model.booster_.save_model(str(args.out))
+    booster.save_model(str(args.out))
     for path in args.eval_pools:
         pools = read_rows(path)
         assert all(p["id"] in papers for p in pools)
-        data = featurise(pools, papers, cached(path))
-        scores = model.predict(data["features"])
+        data = featurise(pools, papers, cached(path), not args.no_embedder)
+        data["features"][:, dropped] = np.nan
+        scores = booster.predict(data["features"])
         for key in sorted({(m, b) for m, b in zip(data["models"], data["beams"], strict=True)}):
             mask_pools = (data["models"] == key[0]) & (data["beams"] == key[1])
             rows_mask = np.repeat(mask_pools, data["groups"])

@@ -104,3 +104,38 @@ def test_a_non_loopback_host_without_a_key_warns(run_dir):
     finally:
         server.kill()
         server.wait()
+
+
+def test_wrong_keys_are_throttled_per_address_under_a_loopback_attack():
+    """1,000 wrong keys from 127.0.0.1 as fast as it can send them: 401 for the first 10, then 429 for that
+    address, the right key too, until its window passes; 127.0.0.2 with the right key still gets titles."""
+    import httpx
+    from helpers import serving
+
+    from chatgentitle.server import create_app
+
+    app = create_app([FakeGenerator()], api_key=SERVER_KEY)
+    now = [1000.0]
+    app.state.key_guard.clock = lambda: now[0]  # the window passes when the test says so
+    body = {"abstract": ABSTRACT}
+    with serving(app) as url:
+        attacker = httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address="127.0.0.1"))
+        other = httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+        codes = [attacker.post("/v1/titles", json=body, headers={"Authorization": "Bearer wrong"}).status_code
+                 for _ in range(1000)]
+        assert codes[:10] == [401] * 10 and set(codes[10:]) == {429}
+        refused = attacker.post("/v1/titles", json=body, headers=BEARER)
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert attacker.get("/v1/models", headers=BEARER).status_code == 429
+        served = other.post("/v1/titles", json=body, headers=BEARER)
+        assert served.status_code == 200 and served.json()["results"][0]["title"]
+        now[0] += 61  # the window has passed
+        assert attacker.post("/v1/titles", json=body, headers=BEARER).status_code == 200
+
+
+def test_wrong_web_logins_count_as_wrong_keys(app):
+    with TestClient(app) as client:
+        for _ in range(10):
+            assert client.post("/login", data={"username": "u", "password": "wrong"}).status_code >= 400
+        assert client.post("/login", data={"username": "u", "password": SERVER_KEY}).status_code == 429
+        assert client.post("/v1/titles", json={"abstract": ABSTRACT}, headers=BEARER).status_code == 429

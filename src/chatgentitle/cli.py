@@ -171,6 +171,14 @@ def _source(values: dict, **fixed):
     return load_source(take(SourceSpec, values, **fixed))
 
 
+def _endpoint_can_decode(values: dict) -> None:
+    """With --endpoint, decoding options given that it cannot honour are an error, not silently dropped."""
+    if values.get("endpoint"):
+        from chatgentitle.remote import refuse_unsupported
+
+        refuse_unsupported(given(GenerationOptions, dict(values)))
+
+
 @cli.command()
 @click.argument("abstract", required=False)
 @click.option("--input", "input_path", type=click.Path(path_type=Path),
@@ -193,6 +201,7 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
     """Write a title for ABSTRACT (or - for stdin), or for every abstract in --input."""
     from chatgentitle import batch
 
+    _endpoint_can_decode(flags)
     options = take(GenerationOptions, flags, num_candidates=num_candidates)
     if samples:
         return click.echo(batch.samples_report(_source(flags), options))
@@ -253,6 +262,7 @@ def label(data_path, held_out, output_path, max_papers, batch_size, label_by, **
     """Consensus titles for training abstracts: the labels that distillation trains on (`train --data`)."""
     from chatgentitle import batch
 
+    _endpoint_can_decode(flags)
     written, skipped = batch.label_file(_source(flags), data_path, list(held_out), output_path,
                                         take(GenerationOptions, flags), batch_size, max_papers, label_by)
     click.echo(f"{written} labels written to {output_path} ({skipped} already there)")

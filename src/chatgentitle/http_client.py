@@ -18,7 +18,14 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import httpx
-from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryCallState,
+    retry,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from chatgentitle import __version__
 
@@ -60,7 +67,8 @@ class HttpClient:
     def __init__(self, *, timeout_seconds: float = 60.0, max_retries: int = 8, backoff_seconds: float = 1.0,
                  max_backoff_seconds: float = 60.0, max_retry_after_seconds: float = 600.0,
                  headers: dict | None = None, max_connections: int = 1,
-                 min_interval: Callable[[str], float] | None = None, on_wait: Callable[[float], None] | None = None):
+                 min_interval: Callable[[str], float] | None = None, on_wait: Callable[[float], None] | None = None,
+                 retry_unreachable: bool = True):
         self.client = httpx.Client(timeout=timeout_seconds, headers=headers or {}, follow_redirects=True,
                                    limits=httpx.Limits(max_connections=max_connections,
                                                        max_keepalive_connections=max_connections))
@@ -71,7 +79,11 @@ class HttpClient:
         self.last_request = 0.0  # monotonic time of the previous request
         self.requests = 0
         self.retries = 0
-        self._send = retry(retry=retry_if_exception_type((Retryable, httpx.TransportError)), wait=self._wait,
+        # a host that refuses connections may be restarting (retried) or not there at all (a typo: fail now)
+        retried = retry_if_exception_type((Retryable, httpx.TransportError))
+        if not retry_unreachable:
+            retried = retried & retry_if_not_exception_type(httpx.ConnectError)
+        self._send = retry(retry=retried, wait=self._wait,
                            stop=stop_after_attempt(max_retries), reraise=True,
                            before_sleep=self._count_retry)(self._send_once)
 
@@ -83,6 +95,8 @@ class HttpClient:
         """check(response) for the first answer that is not worth retrying, or GiveUp."""
         try:
             return self._send(method, url, check, **kwargs)
+        except httpx.ConnectError as err:
+            raise GiveUp(f"cannot connect to {url}: {err}") from None
         except (Retryable, httpx.TransportError) as err:
             raise GiveUp(f"giving up on {url} after {self.retries} retries: {err}") from None
 

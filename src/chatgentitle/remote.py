@@ -48,7 +48,8 @@ class RemoteTitles:
         headers = {"User-Agent": user_agent("title generation")} | ({"Authorization": f"Bearer {key}"} if key else {})
         self.client = HttpClient(timeout_seconds=timeout_seconds, max_retries=max_retries,
                                  backoff_seconds=backoff_seconds, max_backoff_seconds=30,
-                                 max_retry_after_seconds=60, headers=headers, max_connections=concurrency)
+                                 max_retry_after_seconds=60, headers=headers, max_connections=concurrency,
+                                 retry_unreachable=False)
 
     @property
     def instruction(self) -> str:
@@ -114,3 +115,17 @@ def _json(response: httpx.Response, path: str) -> dict:
     if response.status_code >= 400:
         raise RemoteError(f"{response.url}: HTTP {response.status_code}: {response.text[:300]}")
     return response.json()
+
+
+# What an OpenAI-compatible endpoint cannot be asked for: it decodes greedily, or samples (temperature,
+# top_p), with n candidates; these options of ours have no field in that API.
+NOT_ON_ENDPOINTS = {"num_beams": 1, "consensus": 0, "top_k": None, "no_repeat_ngram_size": 0, "length_penalty": None}
+
+
+def refuse_unsupported(given: dict) -> None:
+    """RemoteError naming the first option given (explicitly, by the user) that an endpoint cannot honour."""
+    for name, harmless in NOT_ON_ENDPOINTS.items():
+        if name in given and given[name] != harmless:
+            flag = "--" + name.replace("_", "-")
+            raise RemoteError(f"{flag} {given[name]}: an endpoint decodes greedily or by sampling, it has no "
+                              f"{name}; leave {flag} out (or use --temperature/--do-sample)")
