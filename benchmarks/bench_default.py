@@ -36,19 +36,15 @@ def main() -> None:
     args = parser.parse_args()
 
     from chatgentitle.config import DecodingMode, GenerationOptions
-    from chatgentitle.generate import titles as ranked_titles
-    from chatgentitle.ranking import make_ranker
     from chatgentitle.report import parse_systems
     from chatgentitle.sources import SourceSpec, load_source
-
-    ranker = make_ranker()  # what every front end ranks with; loaded once, its cost inside the timings
 
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()[: args.papers]]
     abstracts, references = [r["abstract"] for r in rows], [r["title"] for r in rows]
     results = []
     for system in parse_systems(models=args.model, spec=SourceSpec(dtype=args.dtype)):
         generator, options = load_source(system.source), GenerationOptions(**system.options)
-        decode = partial(_first_titles, ranked_titles, generator, options=options, ranker=ranker)
+        decode = partial(generator.__call__, options=options)
         decode(abstracts[:2])  # warm-up
         titles, rate = timed_batches(decode, abstracts, args.batch_size)
         p50, p95 = latencies(decode, abstracts[: args.latency_papers])
@@ -56,7 +52,6 @@ def main() -> None:
         by_consensus = options.mode is DecodingMode.CONSENSUS
         members = f" × {1 + len(generator.members)} models" if by_consensus and generator.members else ""
         chosen = f", consensus with {options.consensus} samples{members}" if by_consensus else ""
-        chosen += ", learned ranker" if options.pools else ""
         results.append([system.name, f"{options.num_beams} beams{chosen}, length penalty {options.length_penalty}",
                         generator.max_prompt_tokens, rate, f"{p50:.2f}", f"{p95:.2f}",
                         f"{rouge_l(titles, references):.1f}", f"{words:.1f}"])
@@ -65,11 +60,6 @@ def main() -> None:
                  "p50 s (one title)", "p95 s", "ROUGE-L", "words"], results))
     print(f"\n{len(abstracts)} papers from {args.data}, dtype {args.dtype}; latency over the first "
           f"{args.latency_papers}, one per call.")
-
-
-def _first_titles(titles, generator, abstracts, options, ranker):
-    """The title each front end shows first: generate.titles with the ranker."""
-    return [found[0].title for found in titles(generator, abstracts, options, ranker)]
 
 
 if __name__ == "__main__":

@@ -71,7 +71,9 @@ def tiny_server(tiny_generator):
     """The real `serve` app around the tiny generator on 127.0.0.1, API key SERVER_KEY; yields .../v1."""
     from chatgentitle.server import create_app
 
-    with serving(create_app([tiny_generator], api_key=SERVER_KEY)) as url:
+    app = create_app([tiny_generator], api_key=SERVER_KEY)
+    app.state.key_guard.limit = 10_000  # many tests send wrong keys on purpose (test_security tests the limit)
+    with serving(app) as url:
         yield url + "/v1"
 
 

@@ -28,7 +28,8 @@ def test_chat_completion_is_the_title_of_the_last_user_message(client, tiny_gene
     assert reply.object == "chat.completion" and reply.model == "run"
     from chatgentitle.config import GenerationOptions
 
-    assert reply.choices[0].message.content == tiny_generator([ABSTRACT], GenerationOptions(max_new_tokens=6))[0]
+    assert reply.choices[0].message.content == tiny_generator([ABSTRACT], GenerationOptions(max_new_tokens=6),
+                                                              "You write titles.")[0]
     assert reply.choices[0].finish_reason == "stop"
     assert reply.usage.prompt_tokens == tiny_generator.count_tokens(ABSTRACT, as_prompt=True)
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
@@ -36,6 +37,17 @@ def test_chat_completion_is_the_title_of_the_last_user_message(client, tiny_gene
                                              n=3, max_tokens=6)
     titles = [c.message.content for c in several.choices]
     assert 1 <= len(titles) <= 3 and len(set(titles)) == len(titles)  # distinct candidates
+
+
+def test_a_system_message_is_the_instruction(client, tiny_generator):
+    """As in the exported GGUF's chat template (test_gguf) and the remote backend: the system message
+    replaces the instruction of the prompt, token for token, so serve and in-process titles agree."""
+    from chatgentitle.config import GenerationOptions
+
+    options, instruction = GenerationOptions(max_new_tokens=6), "Write a short title for this abstract."
+    reply = client.chat.completions.create(model="run", max_tokens=6, messages=[
+        {"role": "system", "content": instruction}, {"role": "user", "content": ABSTRACT}])
+    assert reply.choices[0].message.content == tiny_generator([ABSTRACT], options, instruction)[0]
 
 
 def test_streaming_ends_with_done_and_carries_usage(client, tiny_server):

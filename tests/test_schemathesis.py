@@ -1,5 +1,5 @@
 """The OpenAPI document tells the truth: schemathesis generates requests from it against the real app
-(the tiny model behind it, the API key set) and checks every answer against it, on every route."""
+(the tiny model behind it, with and without an API key) and checks every answer against it, on every route."""
 
 import pytest
 import schemathesis
@@ -17,11 +17,13 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           positive_data_acceptance]
 
 
-@pytest.fixture(scope="module")
-def api_schema(tiny_generator):
+@pytest.fixture(scope="module", params=[SERVER_KEY, None], ids=["with-key", "without-key"])
+def api_schema(request, tiny_generator):
     from chatgentitle.server import create_app
 
-    return schemathesis.openapi.from_asgi("/openapi.json", create_app([tiny_generator], api_key=SERVER_KEY))
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app([tiny_generator], api_key=request.param))
+    schema.key = request.param
+    return schema
 
 
 ROUTES = [("GET", "/health"), ("POST", "/v1/titles"), ("GET", "/v1/models"), ("POST", "/v1/completions"),
@@ -43,6 +45,7 @@ def test_schemathesis(api_schema, method, path):
     @settings(max_examples=100, deadline=None, phases=[Phase.explicit, Phase.generate],
               suppress_health_check=list(HealthCheck))
     def fuzz(case):
-        case.call_and_validate(headers={"Authorization": f"Bearer {SERVER_KEY}"}, checks=CHECKS)
+        case.call_and_validate(headers={"Authorization": f"Bearer {api_schema.key}"} if api_schema.key else {},
+                               checks=CHECKS)
 
     fuzz()

@@ -213,7 +213,7 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
     source = _source(flags)
     from chatgentitle.ranking import make_ranker
 
-    ranker = make_ranker(db)
+    ranker = make_ranker(db) if num_candidates > 1 or db else None
     if input_path:
         written, skipped = batch.generate_file(source, input_path, output_path, options, batch_size, ranker,
                                                instruction, progress=True)

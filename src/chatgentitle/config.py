@@ -71,8 +71,8 @@ class GenerationOptions:
     max_new_tokens: int = _bounded(40, 1, 64)
     """Upper bound on generated tokens per title."""
     num_beams: int = _bounded(4, 1, 8)
-    """Beam search width (1: greedy, or sampling with do_sample). 4, as the seed project decoded: on
-    validation it scores 3.7 ROUGE-L above greedy decoding (docs/search.md)."""
+    """Beam search width (1: greedy, or sampling with do_sample). 4, as the seed project decoded: better
+    titles than greedy decoding at about twice the time (docs/search.md, Decoding)."""
     do_sample: bool = False
     """Sample instead of beam/greedy decoding (num_beams is then not used)."""
     temperature: float = _bounded(0.7, 0.01, 2.0)
@@ -87,18 +87,15 @@ class GenerationOptions:
     """Beam search: a finished title's score is its log-probability / length**length_penalty; below 1
     favours shorter titles, above 1 longer ones."""
     consensus: int = _bounded(0, 0, 64)
-    """Best titles, ~8× slower: draw this many samples per model besides the beams and return the
-    candidate that agrees most (mean ROUGE-L) with all of them (minimum Bayes risk); with an ensemble run
-    every member takes part. 32 (BEST_TITLES) with the packaged ensemble: +1.3 ROUGE-L on validation
-    (docs/search.md). 0: the most likely beam. Not used with do_sample or no_repeat_ngram_size (those
-    decode as they say)."""
+    """Draw this many samples per model besides the beams and return the candidate that agrees most (mean
+    ROUGE-L) with all of them (minimum Bayes risk); with an ensemble run every member takes part. 32
+    (BEST_TITLES) is `label`'s teacher; several times slower than beams, and on today's default within
+    noise of them (docs/search.md, Decoding). 0: the most likely beam. Not used with do_sample or
+    no_repeat_ngram_size (those decode as they say)."""
     no_repeat_ngram_size: int = _bounded(0, 0, 8)
     """Never repeat a sequence of this many tokens within a title (0: off)."""
     num_candidates: int = _bounded(1, 1, 8)
     """Distinct titles to return per abstract (beam search or sampling provide them)."""
-    rank: bool = True
-    """Beam search: the packaged learned ranker chooses among all the search's finished titles (a model of
-    how close each is to the authors' own title) and lists them in its order; off: the search's own order."""
 
     @classmethod
     def overrides(cls, pairs: list[str]) -> dict:
@@ -132,11 +129,6 @@ class GenerationOptions:
         if self.consensus:
             return DecodingMode.CONSENSUS
         return DecodingMode.BEAM_SEARCH if self.beams > 1 else DecodingMode.GREEDY
-
-    @property
-    def pools(self) -> bool:
-        """Whether a source hands over every distinct finished title of its search (for the ranker)."""
-        return self.rank and self.mode is DecodingMode.BEAM_SEARCH
 
     @property
     def streams(self) -> bool:

@@ -62,19 +62,13 @@ def titles(source: TitleSource, abstracts: list[str], options: GenerationOptions
            ranker: Ranker | None = None, instruction: str | None = None,
            should_stop: Callable[[], bool] | None = None) -> list[list[Candidate]]:
     """The one titling step of every front end: candidates from the source, ranked by `ranker` when
-    there are several to choose from or known titles to check; the first of each list is the title.
-    With options.pools the source hands over all its search's distinct titles (the pool) for the ranker
-    to choose from; options.num_candidates of them come back."""
-    options = options or GenerationOptions()
-    if options.rank and not (ranker and ranker.chooses):  # nobody to choose from a pool: the search's order
-        options = replace(options, rank=False)
+    there are several to choose from or known titles to check; the first of each list is the title."""
     found = source.generate(abstracts, options, instruction, should_stop=should_stop)
-    return [candidates(abstract, titles, ranker)[:options.num_candidates]
-            for abstract, titles in zip(abstracts, found, strict=True)]
+    return [candidates(abstract, titles, ranker) for abstract, titles in zip(abstracts, found, strict=True)]
 
 
 def candidates(abstract: str, found: list[str], ranker: Ranker | None = None) -> list[Candidate]:
-    """Found titles (in the model's order) as candidates, ranked when there is something to rank."""
+    """Found titles as candidates, ranked when there is something to rank."""
     if ranker and (len(found) > 1 or ranker.known is not None):
         return ranker.rank(abstract, found)
     return [Candidate(title, words=len(words(title))) for title in found]
@@ -250,8 +244,7 @@ class TitleGenerator:
         """Titles for whole prompts (OpenAI completions), encoded as they are; their end is kept, where
         the title starts."""
         encoded = [self.tokenizer(text)["input_ids"][-self.max_prompt_tokens:] for text in prompts]
-        # the search's own order: a whole prompt has no abstract for the ranker to read
-        return self._titles(encoded, replace(options or GenerationOptions(), rank=False), should_stop)
+        return self._titles(encoded, options or GenerationOptions(), should_stop)
 
     def stream(self, abstract: str, options: GenerationOptions | None = None, instruction: str | None = None,
                should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
@@ -291,7 +284,7 @@ class TitleGenerator:
         with self._holding_model():
             texts = decode(models, self.tokenizer, *self._tensors(prompts), options, should_stop)
         choose = consensus_titles if options.mode is DecodingMode.CONSENSUS else pick_titles
-        return [choose(found, len(found) if options.pools else options.num_candidates) for found in texts]
+        return [choose(found, options.num_candidates) for found in texts]
 
     def _tensors(self, prompts: list[list[int]]):
         """Left-padded input ids and attention mask: every prompt ends at the column where decoding starts."""

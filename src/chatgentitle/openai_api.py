@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from chatgentitle.api import ROUTE_ERRORS, answer, responses, served_model
-from chatgentitle.batcher import HOLDS_TEXT, MAX_ABSTRACT_CHARS, MAX_ABSTRACTS, TitleService
+from chatgentitle.batcher import HOLDS_TEXT, MAX_ABSTRACT_CHARS, MAX_ABSTRACTS, MAX_INSTRUCTION_CHARS, TitleService
 from chatgentitle.config import GenerationOptions, bounds
 
 _N, _TOKENS = bounds(GenerationOptions, "num_candidates"), bounds(GenerationOptions, "max_new_tokens")
@@ -100,6 +100,12 @@ class ChatRequest(OpenAIRequest):
         """The last user message with text (parts joined, cut to the abstract's bound), if any."""
         texts = [m.text().strip() for m in self.messages if m.role == "user"]
         return next((text[:MAX_ABSTRACT_CHARS] for text in reversed(texts) if text), None)
+
+    def instruction(self) -> str | None:
+        """The last system (or developer) message with text: the prompt's instruction, as in the exported
+        GGUF's chat template and the remote backend (None: the model's own)."""
+        texts = [m.text().strip() for m in self.messages if m.role in ("system", "developer")]
+        return next((text[:MAX_INSTRUCTION_CHARS] for text in reversed(texts) if text), None)
 
 
 class CompletionRequest(OpenAIRequest):
@@ -194,7 +200,9 @@ def openai_router(service: TitleService, check_key) -> APIRouter:
         abstract = body.abstract()
         if abstract is None:
             raise HTTPException(status_code=422, detail="no user message holds an abstract")
-        results = await answer(service, service.titles, [abstract], body.generation_options(), model=body.model)
+        instruction = body.instruction()
+        results = await answer(service, service.titles, [abstract], body.generation_options(), instruction,
+                               model=body.model)
         source = service.source(body.model)
         titles = [c.title for c in results[0]]
         usage = _usage(source.count_tokens(abstract, as_prompt=True),

@@ -100,10 +100,6 @@ class Embedder:
         """Cosine similarity of each pair (a[i], b[i])."""
         return (self.encode(texts_a) * self.encode(texts_b)).sum(-1).tolist()
 
-    def faithfulness(self, abstract: str, titles: list[str]) -> list[float]:
-        """Cosine similarity of each title to the abstract (the abstract encoded once)."""
-        return (self.encode(titles) @ self.encode([abstract])[0]).tolist()
-
 
 @dataclass
 class Candidate:
@@ -144,10 +140,6 @@ class KnownTitles:
 class Ranker:
     """Scores candidate titles for an abstract, best first (formula in the module docstring)."""
 
-    chooses = False
-    """Whether it may choose the title among a whole search's candidates (a learned ranker does; this
-    formula only orders the candidates shown after the search's own best)."""
-
     def __init__(self, embedder: Embedder | None = None, known: KnownTitles | None = None):
         self.embedder = embedder
         self.known = known
@@ -183,21 +175,6 @@ def pick_titles(texts: list[str], num_candidates: int) -> list[str]:
     # beam search can loop ("L-RAPM: L-RAPM: ..."); a later beam that does not is preferred
     titles.sort(key=has_repeated_bigram)  # stable: the model's order otherwise
     return titles[:num_candidates] or [""]
-
-
-def pool_titles(candidates: list) -> tuple[list[str], list[float] | None]:
-    """Distinct cleaned titles of a search's candidates ([text, score, ...] or texts, best first) in the
-    order pick_titles gives them, with their scores (None when the candidates have none)."""
-    scored = [(c[0], c[1]) if isinstance(c, list | tuple) else (c, None) for c in candidates]
-    best: dict[str, tuple[str, float | None]] = {}
-    for text, score in scored:
-        title = clean_title(text)
-        key = " ".join(title.lower().split())
-        if title and key not in best:
-            best[key] = (title, score)
-    kept = sorted(best.values(), key=lambda ts: has_repeated_bigram(ts[0])) or [("", None)]
-    scores = [score for _, score in kept]
-    return [title for title, _ in kept], (None if None in scores else scores)
 
 
 def consensus_titles(texts: list[str], num_candidates: int) -> list[str]:
@@ -260,87 +237,6 @@ def known_titles(db: str | Path | None) -> KnownTitles | None:
 
 
 def make_ranker(db: str | Path | None = None) -> Ranker:
-    """The ranker front ends use: the packaged learned ranker (the formula above without it), embeddings
-    when the model wheel is there, known titles from a store."""
-    model = packaged_ranker_model()
-    if model:
-        return LearnedRanker(model, Embedder.load(), known_titles(db))
+    """The ranker front ends use: embeddings when the model wheel is there, known titles from a store."""
     return Ranker(Embedder.load(), known_titles(db))
 
-
-# ----------------------------------------------------------------------------- the learned ranker's features
-FEATURES = ("position", "pool_size", "score", "score_gap", "words", "words_vs_pool", "agreement",
-            "agreement_gap", "faithfulness", "faithfulness_gap", "copy_rate", "repeats", "colon", "cliches",
-            "abstract_words")
-"""What the learned ranker sees of a candidate: its place and the search's score (NaN where the engine
-gives none), its length, its agreement with the rest of the pool (mean ROUGE-L, minimum Bayes risk), its
-MiniLM similarity to the abstract, how much of it is copied, and its form."""
-
-
-def pool_features(abstract: str, titles: list[str], scores: list[float] | None = None,
-                  faithfulness: list[float] | None = None) -> list[list[float]]:
-    """One row of FEATURES per title (titles distinct and cleaned, in the model's order, best first);
-    `faithfulness`: Embedder.faithfulness of the titles (NaN without)."""
-    nan = float("nan")
-    scores = scores or [nan] * len(titles)
-    faithfulness = faithfulness or [nan] * len(titles)
-    scorer = _rouge_l(_CachedTokenizer())
-    agreement = [sum(scorer.score(title, other)["rougeL"].fmeasure for other in titles if other is not title)
-                 / max(1, len(titles) - 1) for title in titles]
-    lengths = [len(words(title)) for title in titles]
-    mean_length = sum(lengths) / len(lengths)
-    abstract_words = len(words(abstract))
-    rows = []
-    for i, title in enumerate(titles):
-        rows.append([i, len(titles), scores[i], scores[i] - max(scores), lengths[i], lengths[i] - mean_length,
-                     agreement[i], agreement[i] - max(agreement), faithfulness[i],
-                     faithfulness[i] - max(faithfulness), copy_rate(title, abstract),
-                     float(has_repeated_bigram(title)), float(":" in title), float(len(cliches_in(title))),
-                     abstract_words])
-    return rows
-
-
-def packaged_ranker_model() -> Path | None:
-    """The learned ranker's model file shipped in the package (LightGBM text format), if there is one."""
-    from importlib import resources
-
-    path = Path(str(resources.files("chatgentitle") / "ranker" / "model.txt"))
-    return path if path.is_file() else None
-
-
-class LearnedRanker(Ranker):
-    """Ranks a pool of candidates by a LightGBM model of their ROUGE-L against the authors' title, trained on
-    pools of training papers (scripts/train_ranker.py) over pool_features. The titles must come in the
-    model's order (the search's best first); the search's scores help where the engine gives them."""
-
-    chooses = True
-
-    def __init__(self, model_file: Path, embedder: Embedder | None = None, known: KnownTitles | None = None):
-        super().__init__(embedder, known)
-        self.model_file = model_file
-        self._booster = None
-
-    @property
-    def booster(self):
-        if self._booster is None:  # loaded on first use: lightgbm is not needed to start a front end
-            import lightgbm
-
-            self._booster = lightgbm.Booster(model_file=str(self.model_file))
-        return self._booster
-
-    def rank(self, abstract: str, titles: list[str], scores: list[float] | None = None) -> list[Candidate]:
-        if not titles:
-            return []
-        import numpy as np
-
-        faithfulness = self.embedder.faithfulness(abstract, titles) if self.embedder else None
-        rows = pool_features(abstract, titles, scores, faithfulness)
-        predicted = self.booster.predict(np.asarray(rows, dtype=np.float32))
-        faith = FEATURES.index("faithfulness")
-        ranked = []
-        for title, row, value in zip(titles, rows, predicted, strict=True):
-            known = self.known.match(title) if self.known else None
-            score = float(value) - (10.0 if known else 0.0)  # an existing paper's title goes last
-            faithfulness = None if row[faith] != row[faith] else round(row[faith], 4)
-            ranked.append(Candidate(title, round(score, 4), faithfulness, len(words(title)), cliches_in(title), known))
-        return sorted(ranked, key=lambda c: c.score, reverse=True)  # stable: ties keep the model's order

@@ -132,10 +132,8 @@ def collect_systems(papers: list[Paper], out_dir: Path, systems: list[System], o
     found in prediction files. Generated titles are cached in out_dir/predictions/NAME.jsonl, so a long
     evaluation resumes."""
     from chatgentitle.batch import generate_file
-    from chatgentitle.ranking import make_ranker
 
     ids = {p.id for p in papers}
-    ranker = make_ranker() if any(system.source for system in systems) else None
     found, problems = {}, []
     out_dir.mkdir(parents=True, exist_ok=True)
     abstracts_file = out_dir / "papers.jsonl"
@@ -145,7 +143,7 @@ def collect_systems(papers: list[Paper], out_dir: Path, systems: list[System], o
             generator = load_source(system.source)
             cache = out_dir / "predictions" / f"{system.name}.jsonl"
             written, skipped = generate_file(generator, abstracts_file, cache, replace(options, **system.options),
-                                             batch_size, ranker, progress=progress)
+                                             batch_size, progress=progress)
             echo(f"{system.name}: {written} titles generated, {skipped} from the previous run")
             found[system.name] = read_predictions(cache, ids)[0]
             del generator  # one model in memory at a time

@@ -1,10 +1,11 @@
-"""Train the learned ranker on candidate pools of training papers, and score it on validation pools.
+"""A learned ranker over the candidate pool, tried and left out (`pip install lightgbm` first): LightGBM LambdaRank over features of each
+candidate, trained on pools of training papers and scored on validation pools (docs/search.md, Ranking).
 
-    python scripts/train_ranker.py --train-pools runs/gpu/pools-train.jsonl.xz \
+    python benchmarks/ranker_experiment.py --train-pools runs/gpu/pools-train.jsonl.xz \
         --eval-pools runs/gpu/pools-eval.jsonl.xz --papers data/fields/pool.jsonl \
         --papers data/recent/val.jsonl --papers data/fields/val.jsonl \
         --held-out data/recent/val.jsonl --held-out data/recent/test.jsonl --held-out data/fields/val.jsonl \
-        --out src/chatgentitle/ranker/model.txt
+        --out runs/ranker/model.txt
 
 A pool row (benchmarks/gpu/fields_gpu.py, or `chatgentitle label --label-by pool`) is one paper's
 candidates: {"id", "model", "beams", "candidates": [[text, score, tokens], ...]}. Each candidate's
@@ -25,7 +26,56 @@ from pathlib import Path
 
 import numpy as np
 
-from chatgentitle.ranking import FEATURES, Embedder, _CachedTokenizer, _rouge_l, pool_features, pool_titles
+from chatgentitle.prompt import clean_title
+from chatgentitle.ranking import Embedder, _CachedTokenizer, _rouge_l, cliches_in, copy_rate, has_repeated_bigram, words
+
+
+def pool_titles(candidates: list) -> tuple[list[str], list[float] | None]:
+    """Distinct cleaned titles of a search's candidates ([text, score, ...] or texts, best first) in the
+    order pick_titles gives them, with their scores (None when the candidates have none)."""
+    scored = [(c[0], c[1]) if isinstance(c, list | tuple) else (c, None) for c in candidates]
+    best: dict[str, tuple[str, float | None]] = {}
+    for text, score in scored:
+        title = clean_title(text)
+        key = " ".join(title.lower().split())
+        if title and key not in best:
+            best[key] = (title, score)
+    kept = sorted(best.values(), key=lambda ts: has_repeated_bigram(ts[0])) or [("", None)]
+    scores = [score for _, score in kept]
+    return [title for title, _ in kept], (None if None in scores else scores)
+
+
+
+
+FEATURES = ("position", "pool_size", "score", "score_gap", "words", "words_vs_pool", "agreement",
+            "agreement_gap", "faithfulness", "faithfulness_gap", "copy_rate", "repeats", "colon", "cliches",
+            "abstract_words")
+"""What the learned ranker sees of a candidate: its place and the search's score (NaN where the engine
+gives none), its length, its agreement with the rest of the pool (mean ROUGE-L, minimum Bayes risk), its
+MiniLM similarity to the abstract, how much of it is copied, and its form."""
+
+
+def pool_features(abstract: str, titles: list[str], scores: list[float] | None = None,
+                  faithfulness: list[float] | None = None) -> list[list[float]]:
+    """One row of FEATURES per title (titles distinct and cleaned, in the model's order, best first);
+    `faithfulness`: Embedder.faithfulness of the titles (NaN without)."""
+    nan = float("nan")
+    scores = scores or [nan] * len(titles)
+    faithfulness = faithfulness or [nan] * len(titles)
+    scorer = _rouge_l(_CachedTokenizer())
+    agreement = [sum(scorer.score(title, other)["rougeL"].fmeasure for other in titles if other is not title)
+                 / max(1, len(titles) - 1) for title in titles]
+    lengths = [len(words(title)) for title in titles]
+    mean_length = sum(lengths) / len(lengths)
+    abstract_words = len(words(abstract))
+    rows = []
+    for i, title in enumerate(titles):
+        rows.append([i, len(titles), scores[i], scores[i] - max(scores), lengths[i], lengths[i] - mean_length,
+                     agreement[i], agreement[i] - max(agreement), faithfulness[i],
+                     faithfulness[i] - max(faithfulness), copy_rate(title, abstract),
+                     float(has_repeated_bigram(title)), float(":" in title), float(len(cliches_in(title))),
+                     abstract_words])
+    return rows
 
 
 def read_rows(path: Path) -> list[dict]:
