@@ -1,5 +1,6 @@
-"""A learned ranker over the candidate pool, tried and left out (`pip install lightgbm` first): LightGBM LambdaRank over features of each
-candidate, trained on pools of training papers and scored on validation pools (docs/search.md, Ranking).
+"""A learned ranker over the candidate pool, tried and left out: LightGBM LambdaRank (`pip install lightgbm`)
+over features of each candidate, trained on pools of training papers and scored on validation pools
+(docs/search.md, Ranking the pool).
 
     python benchmarks/ranker_experiment.py --train-pools runs/gpu/pools-train.jsonl.xz \
         --eval-pools runs/gpu/pools-eval.jsonl.xz --papers data/fields/pool.jsonl \

@@ -139,3 +139,18 @@ def test_wrong_web_logins_count_as_wrong_keys(app):
             assert client.post("/login", data={"username": "u", "password": "wrong"}).status_code >= 400
         assert client.post("/login", data={"username": "u", "password": SERVER_KEY}).status_code == 429
         assert client.post("/v1/titles", json={"abstract": ABSTRACT}, headers=BEARER).status_code == 429
+
+
+def test_no_stream_stays_open_without_signing_in():
+    """Gradio's heartbeat holds a connection open; with a key, only for a signed-in page."""
+    import httpx
+    from helpers import serving
+
+    from chatgentitle.server import create_app, with_ui
+
+    with serving(with_ui(create_app([FakeGenerator()], api_key=SERVER_KEY), api_key=SERVER_KEY)) as url:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            assert client.get("/gradio_api/heartbeat/x").status_code == 401  # answered at once, closed
+            assert client.post("/login", data={"username": "me", "password": SERVER_KEY}).status_code == 200
+            with client.stream("GET", "/gradio_api/heartbeat/x") as stream:
+                assert stream.status_code == 200 and next(stream.iter_text()).startswith("data: ALIVE")

@@ -86,6 +86,7 @@ def create_app(sources: list, ranker=None, api_key: str | None = None, max_batch
                   description="Titles for research papers from their abstracts.")
     app.state.service = service
     app.state.key_guard = guard = KeyGuard(api_key)
+    app.state.signed_in = lambda request: False  # the web UI's session check, once with_ui mounts it
     check_key = key_check(guard)
 
     @app.middleware("http")
@@ -99,6 +100,9 @@ def create_app(sources: list, ranker=None, api_key: str | None = None, max_batch
         if wait:
             error = throttled(wait)
             return JSONResponse({"detail": error.detail}, status_code=429, headers=error.headers)
+        if "/heartbeat/" in request.url.path and not request.app.state.signed_in(request):
+            # Gradio holds this stream open for anyone; with a key, only for a signed-in page
+            return JSONResponse({"detail": "sign in first"}, status_code=401)
         response = await call_next(request)
         if request.method == "POST" and request.url.path.endswith("/login") and response.status_code >= 400:
             guard.failed(address)
@@ -128,15 +132,20 @@ def create_app(sources: list, ranker=None, api_key: str | None = None, max_batch
 def with_ui(app, api_key: str | None = None):
     """The app with the web UI mounted at /, behind Gradio's login when there is a key."""
     import gradio as gr
+    from starlette.routing import Mount
 
     from chatgentitle.web import build_demo
 
     def login(user: str, password: str) -> bool:
         return app.state.key_guard.matches(password)  # constant time; failures are throttled in create_app
 
-    return gr.mount_gradio_app(app, build_demo(app.state.service), path="/", auth=login if api_key else None,
-                               auth_message="Sign in with any user name; the password is the server's API key.",
-                               run_history=False)  # no record of other users' abstracts
+    app = gr.mount_gradio_app(app, build_demo(app.state.service), path="/", auth=login if api_key else None,
+                              auth_message="Sign in with any user name; the password is the server's API key.",
+                              run_history=False)  # no record of other users' abstracts
+    ui = next(route.app for route in app.routes if isinstance(route, Mount))
+    cookies = (f"access-token-{ui.cookie_id}", f"access-token-unsecure-{ui.cookie_id}")  # as Gradio reads them
+    app.state.signed_in = lambda request: any(request.cookies.get(name) in ui.tokens for name in cookies)
+    return app
 
 
 def serve(cfg: ServeConfig, spec, named_models: dict[str, str] | None = None, echo=print) -> None:
