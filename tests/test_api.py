@@ -215,3 +215,42 @@ def test_queued_work_beyond_the_deadline_is_refused_once_the_cost_is_known():
         assert "deadline allows" in response.json()["detail"] and int(response.headers["Retry-After"]) >= 1
     assert slow.stopped_early == 0
     assert max(t for _, t in refused) - began < 1.0
+
+
+class Broken(FakeGenerator):
+    """A model whose titling fails: a bug (ZeroDivisionError) or an engine behind an endpoint (RemoteError)."""
+
+    def __init__(self, error: Exception):
+        super().__init__()
+        self.error = error
+
+    def generate(self, abstracts, options=None, instruction=None, should_stop=None):
+        raise self.error
+
+
+def test_a_failing_model_is_a_documented_500_with_a_request_id_and_the_log_has_the_traceback(caplog):
+    with TestClient(create_app([Broken(ZeroDivisionError("secret detail"))])) as client:
+        answer = client.post("/v1/titles", json={"abstract": "we propose a method"})
+    assert answer.status_code == 500 and "secret detail" not in answer.text
+    request_id = answer.json()["detail"].split("request ")[1].rstrip(")")
+    failed = next(r for r in caplog.records if request_id in r.getMessage())
+    assert failed.exc_info and failed.exc_info[0] is ZeroDivisionError
+    schema = client.get("/openapi.json").json()["paths"]["/v1/titles"]["post"]["responses"]
+    assert {"400", "429", "500", "502"} <= set(schema)
+
+
+def test_an_engine_failure_is_502_and_an_unknown_model_404():
+    from chatgentitle.remote import RemoteError
+
+    with TestClient(create_app([Broken(RemoteError("http://engine: HTTP 500"))])) as client:
+        answer = client.post("/v1/titles", json={"abstract": "we propose a method"})
+        assert answer.status_code == 502 and "HTTP 500" in answer.json()["detail"]
+        assert client.post("/v1/titles", json={"abstract": "x y", "model": "nope"}).status_code == 404
+
+
+def test_a_body_that_is_not_utf8_is_400_and_one_that_is_not_json_422():
+    """Both documented, both an ErrorBody."""
+    with TestClient(create_app([FakeGenerator()])) as client:
+        for body, status in ((b'{"abstract": "\xff\xfe"}', 400), (b"{not json", 422)):
+            answer = client.post("/v1/titles", content=body, headers={"content-type": "application/json"})
+            assert answer.status_code == status and "detail" in answer.json()
