@@ -8,11 +8,12 @@ on the 4.5 GB snapshot. Bad lines are reported with file and line number and ski
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,6 @@ from isal import igzip, isal_zlib
 
 # arXiv ids carry a version suffix in some sources ("2104.12255v1"); versions are one paper.
 _VERSION = re.compile(r"v\d+$")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 @dataclass(slots=True)
@@ -42,7 +41,7 @@ class Paper:
         return self.categories.split(" ", 1)[0] if self.categories else ""
 
     def to_json(self) -> bytes:
-        return orjson.dumps({name: getattr(self, name) for name in self.__slots__})
+        return orjson.dumps({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
 
 @dataclass(slots=True)
@@ -178,11 +177,12 @@ def read_papers(paths: Iterable[Path], bad: BadLines | None = None) -> Iterator[
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # created 0666 less the umask, as open() makes files (mkstemp's 0600 would need the umask read back,
+    # and reading it means setting it: a race with threads creating files)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
+        yield tmp
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
