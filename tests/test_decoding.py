@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from chatgentitle.decoding import SHARED, beam_search, sample
+from chatgentitle.decoding import SHARED, beam_search, register_shared_attention, sample
 
 PROMPTS = ["we propose a novel method", "graph neural networks for quantum field theory spectra of the data",
            "attention"]
@@ -14,6 +14,7 @@ def model_and_tokenizer(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    register_shared_attention()  # what generate.py does when it readies a model
     return model, AutoTokenizer.from_pretrained(tiny_model_dir)
 
 

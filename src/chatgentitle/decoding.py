@@ -109,8 +109,12 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0
     return out.reshape(rows, heads, 1, dim).transpose(1, 2), None
 
 
-AttentionInterface.register(SHARED, shared_prefix_attention)
-ALL_MASK_ATTENTION_FUNCTIONS.register(SHARED, sdpa_mask)
+def register_shared_attention() -> str:
+    """Make SHARED known to transformers' attention and mask registries and return its name; done when a
+    model is readied for decoding (generate.py), never at import."""
+    AttentionInterface.register(SHARED, shared_prefix_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(SHARED, sdpa_mask)
+    return SHARED
 
 
 class Prefill(NamedTuple):
