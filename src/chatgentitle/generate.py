@@ -99,14 +99,12 @@ def _members_of(adapter: Path, base_model: str) -> list[Path]:
 def _load_members(folders: list[Path], base_model: str, dtype, device: str, quantize: str | None = None,
                   merge: bool = True) -> list:
     """Ensemble members, each merged into its own copy of the base model."""
-    from peft import PeftModel
-
-    from chatgentitle.modeling import load_base
+    from chatgentitle.modeling import load_base, with_adapter
 
     members = []
     for folder in folders:
         model, _ = load_base(base_model, dtype=dtype, quantize=quantize)
-        model = PeftModel.from_pretrained(model, folder)
+        model = with_adapter(model, folder)
         members.append(_ready(model.merge_and_unload() if merge and not quantize else model, device, quantize))
     return members
 
@@ -167,9 +165,7 @@ class TitleGenerator:
 
         With base_model and no run_dir the base model answers zero-shot (the `zero-shot` baseline).
         """
-        from peft import PeftModel
-
-        from chatgentitle.modeling import load_base, pick_device, resolve_dtype
+        from chatgentitle.modeling import load_base, pick_device, resolve_dtype, with_adapter
 
         adapter = Path(run_dir) if run_dir else (None if base_model else default_adapter_dir())
         cutoff = 512
@@ -190,7 +186,7 @@ class TitleGenerator:
                              "give --prompt-template compact or alpaca")
         members = ()
         if adapter:
-            model = PeftModel.from_pretrained(model, adapter)
+            model = with_adapter(model, adapter)
             if merge and not quantize:  # one matmul per layer instead of two: faster decoding
                 model = model.merge_and_unload()
             members = partial(_load_members, _members_of(adapter, base_model), base_model, torch_dtype, device,
@@ -205,9 +201,7 @@ class TitleGenerator:
                   dtype: str = "auto") -> list[TitleGenerator]:
         """Several adapters over one base model held once: a generator per adapter (by name; a run dir,
         or None for the packaged adapter), which activates its adapter before it decodes."""
-        from peft import PeftModel
-
-        from chatgentitle.modeling import load_base, pick_device, resolve_dtype
+        from chatgentitle.modeling import load_base, pick_device, resolve_dtype, with_adapter
 
         dirs = {name: Path(path) if path else default_adapter_dir() for name, path in runs.items()}
         infos = {name: RunDir(folder).describe() for name, folder in dirs.items()}
@@ -218,10 +212,7 @@ class TitleGenerator:
         dtype = resolve_dtype(dtype, device)
         model, tokenizer = load_base(bases[0], dtype=dtype)
         for name, folder in dirs.items():  # unmerged: each request picks its adapter
-            if isinstance(model, PeftModel):
-                model.load_adapter(folder, adapter_name=name)
-            else:
-                model = PeftModel.from_pretrained(model, folder, adapter_name=name)
+            model = with_adapter(model, folder, name)
         model, lock = _ready(model, device, None), threading.Lock()
         return [cls(model, tokenizer, infos[name].template, max(64, infos[name].cutoff_len), name=name,
                     adapter=name, lock=lock,

@@ -202,13 +202,22 @@ def source_gguf(base_model: str | Path) -> Path | None:
     return Path(name).expanduser() if name.endswith(".gguf") else None
 
 
-def merged_model(run_dir: str | Path, dtype: str = "fp32"):
-    """(model, tokenizer): the run's base with its adapter merged into the weights."""
+def with_adapter(model, folder: str | Path, name: str = "default"):
+    """The model with the PEFT adapter in `folder` added as `name`: the one place adapters are loaded for
+    inference (a second one joins the same PeftModel, for serving several over one base)."""
     from peft import PeftModel
 
+    if isinstance(model, PeftModel):
+        model.load_adapter(folder, adapter_name=name)
+        return model
+    return PeftModel.from_pretrained(model, folder, adapter_name=name)
+
+
+def merged_model(run_dir: str | Path, dtype: str = "fp32"):
+    """(model, tokenizer): the run's base with its adapter merged into the weights."""
     run = RunDir(run_dir)
     model, tokenizer = load_base(run.describe().base_model, dtype=resolve_dtype(dtype, "cpu"))
-    return PeftModel.from_pretrained(model, run.path).merge_and_unload(), tokenizer
+    return with_adapter(model, run.path).merge_and_unload(), tokenizer
 
 
 def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "fp32") -> Path:
