@@ -110,7 +110,8 @@ def test_cli_single_and_stdin(run_dir):
     result = runner.invoke(cli, ["generate", ABSTRACT, "--model", str(run_dir), "--dtype", "fp32",
                                  "--max-new-tokens", "4"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip()
+    expected = TitleGenerator.load(run_dir, dtype="fp32")([ABSTRACT], GenerationOptions(max_new_tokens=4))[0]
+    assert result.output.strip() == expected
     piped = runner.invoke(cli, ["generate", "-", "--model", str(run_dir), "--dtype", "fp32", "--max-new-tokens",
                                 "4"], input=ABSTRACT)
     assert piped.output == result.output
@@ -280,7 +281,7 @@ def test_ensemble_members_join_the_consensus(ensemble_dir, generator, monkeypatc
     beams = beam_search(alone.model, input_ids, attention_mask, num_beams=2, max_new_tokens=6,
                         eos_token_id=alone.tokenizer.eos_token_id)[0]
     assert pools[0][5:7] == [alone.tokenizer.decode(s, skip_special_tokens=True) for s in beams]  # as it decodes alone
-    assert generator([ABSTRACT], plain)
+    assert generator([ABSTRACT], plain) == main([ABSTRACT], plain)  # plain beams: the run's own adapter alone
 
 
 def test_ensemble_member_needs_the_same_base(ensemble_dir, tmp_path):
