@@ -5,14 +5,17 @@ import io
 from chatgentitle.progress import Progress, duration
 
 
-def test_log_lines_every_few_percent_with_eta(monkeypatch):
-    clock = iter(range(0, 10_000, 5))  # 5 s per call of time.monotonic
-    monkeypatch.setattr("chatgentitle.progress.time.monotonic", lambda: next(clock))
+def test_log_lines_every_few_percent_with_eta():
+    ticks = iter(range(0, 10_000, 5))  # 5 s per reading of the clock
+
+    def clock():
+        return next(ticks)
+
     log = io.StringIO()
-    with Progress(100, "titles", "val", stream=log, every=0.25) as progress:
+    with Progress(100, "titles", "val", stream=log, every=0.25, clock=clock) as progress:
         for _ in range(100):
             progress.update()
-    with Progress(10, "titles", "val", stream=log, every=0.5, min_interval_s=0) as progress:
+    with Progress(10, "titles", "val", stream=log, every=0.5, min_interval_s=0, clock=clock) as progress:
         progress.update(7)  # a line at 70%, and the last one at close
         progress.update(1)
     lines = log.getvalue().splitlines()

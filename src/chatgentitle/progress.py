@@ -19,11 +19,12 @@ class Progress:
     """Counts work done out of `total` units; use as a context manager, call update(n)."""
 
     def __init__(self, total: int, unit: str, label: str = "", show: bool = True, stream=None,
-                 every: float = 0.05, min_interval_s: float = 10.0, initial: int = 0):
+                 every: float = 0.05, min_interval_s: float = 10.0, initial: int = 0, clock=time.monotonic):
         self.total, self.unit, self.label = total, unit, label
+        self.clock = clock  # seconds, monotonic (a test gives its own)
         self.stream = stream or sys.stderr
         self.done = self.initial = initial  # a resumed job's rate counts only what this process did
-        self.started = self.last_line = time.monotonic()
+        self.started = self.last_line = self.clock()
         self.step = max(1, round(total * every))  # units between log lines
         self.next_line = initial + self.step
         self.min_interval_s = min_interval_s if show else float("inf")
@@ -46,7 +47,7 @@ class Progress:
         if self.bar:
             self.bar.update(n)
             return
-        now = time.monotonic()
+        now = self.clock()
         if self.done >= self.next_line and now - self.last_line >= self.min_interval_s:
             self._line(now)
         while self.next_line <= self.done:
@@ -56,7 +57,7 @@ class Progress:
         if self.bar:
             self.bar.close()
         elif self.lines and self.done != self.logged:  # the last line of a job that logged its way
-            self._line(time.monotonic())
+            self._line(self.clock())
 
     def _line(self, now: float) -> None:
         elapsed = now - self.started
