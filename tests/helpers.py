@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,8 @@ class FakeGenerator:
         self.seconds_per_abstract = seconds_per_abstract
         self.calls: list[tuple[int, object]] = []  # (batch size, options)
         self.stopped_early = 0
+        self.stopped = threading.Event()  # set when a generation stops early (tests wait on it, no clock)
+        self.ran_to_the_end = threading.Event()  # set when a generation takes its whole delay
 
     def generate(self, abstracts, options=None, instruction=None, should_stop=None):
         import time
@@ -95,8 +98,11 @@ class FakeGenerator:
         while time.monotonic() < end:
             if should_stop and should_stop():
                 self.stopped_early += 1
+                self.stopped.set()
                 break
             time.sleep(0.01)
+        else:
+            self.ran_to_the_end.set()
         out = []
         for abstract in abstracts:
             head = " ".join(abstract.split()[:3]).title()

@@ -113,9 +113,8 @@ def test_full_queue_answers_503(fake_generator):
     ("top_k", 10_000, "200"), ("temperature", 50.0, "2"), ("no_repeat_ngram_size", 99, "8"),
 ])
 def test_each_option_has_an_upper_bound_and_a_422_names_it(client, fake_generator, option, value, limit):
-    began = time.perf_counter()
     response = client.post("/v1/titles", json={"abstract": ABSTRACT, "options": {option: value}})
-    assert response.status_code == 422 and time.perf_counter() - began < 1.0
+    assert response.status_code == 422
     error = response.json()["detail"][0]
     assert error["loc"] == ["body", "options", option] and limit in error["msg"]
     assert not fake_generator.calls  # never reached the model
@@ -125,15 +124,11 @@ def test_each_option_has_an_upper_bound_and_a_422_names_it(client, fake_generato
 def test_a_request_past_its_deadline_gets_503_and_its_generation_stops():
     slow = FakeGenerator(delay_seconds=5.0)  # a model that would take 5 s
     client = TestClient(create_app(slow, request_timeout=0.5))
-    began = time.perf_counter()
     response = client.post("/v1/titles", json={"abstract": ABSTRACT})
     assert response.status_code == 503 and response.headers["Retry-After"]
     assert "deadline" in response.json()["detail"]
-    assert time.perf_counter() - began < 2.0  # well before the model would have finished
-    deadline = time.monotonic() + 2.0
-    while not slow.stopped_early and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert slow.stopped_early == 1  # the worker did not run on for the gone client
+    assert slow.stopped.wait(10) and not slow.ran_to_the_end.is_set()  # the worker did not run on for the gone client
+    assert slow.stopped_early == 1
     slow.delay_seconds = 0.0
     assert client.post("/v1/titles", json={"abstract": ABSTRACT}).status_code == 200  # next request served
 
@@ -193,9 +188,7 @@ def test_a_request_stopped_at_its_deadline_leaves_no_unretrieved_future(caplog):
     slow = FakeGenerator(delay_seconds=3.0)
     client = TestClient(create_app(slow, request_timeout=0.3))
     assert client.post("/v1/titles", json={"abstract": ABSTRACT}).status_code == 503
-    deadline = time.monotonic() + 3
-    while not slow.stopped_early and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert slow.stopped.wait(10)
     client.close()
     gc.collect()
     assert "Future exception was never retrieved" not in caplog.text
