@@ -158,7 +158,8 @@ def load_base(base_model: str | Path, *, dtype=None, quantize: str | None = None
     logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a CLI
 
     base = resolve_base(base_model)
-    kwargs = {"dtype": dtype} if dtype is not None else {}
+    # no hub kernels: on CUDA transformers would fetch them at run time (and fail offline)
+    kwargs = {"use_kernels": False} | ({"dtype": dtype} if dtype is not None else {})
     if attention:
         kwargs["attn_implementation"] = attention
     if quantize:
