@@ -79,6 +79,9 @@ def test_beam_that_repeats_itself_is_not_chosen():
     assert pick_titles(beams, 1) == ["graph neural networks"]
     assert pick_titles(beams, 3) == ["graph neural networks", "a method", "networks"]  # near-duplicate dropped
     assert pick_titles(["", " "], 2) == [""]
+    copies = ["Co-evolution of Bar and Spiral Arms", "Co-evolution of bar and spiral arms.",
+              "The Co-Evolution of Bar and Spiral Arms", "Co-evolution of bar, and spiral arms", "Bars in spirals"]
+    assert pick_titles(copies, 5) == ["Co-evolution of Bar and Spiral Arms", "Bars in spirals"]
 
 
 def test_stream_yields_growing_title(generator):

@@ -163,12 +163,22 @@ class Ranker:
 
 
 # ----------------------------------------------------------------------------- choosing among decoded texts
+ARTICLES = frozenset({"a", "an", "the"})
+
+
+def copy_key(title: str) -> str:
+    """What two titles that differ only in case, articles, hyphens or punctuation share: such a pair is
+    one title, not two options."""
+    return " ".join(w for w in words(title) if w not in ARTICLES)
+
+
 def pick_titles(texts: list[str], num_candidates: int) -> list[str]:
-    """Distinct cleaned titles from decoded candidates (best first), at most num_candidates, never none."""
+    """Distinct cleaned titles from decoded candidates (best first), at most num_candidates, never none;
+    a title that differs from an earlier one only in case, articles or punctuation is dropped."""
     seen, titles = set(), []
     for text in texts:
         title = clean_title(text)
-        key = " ".join(title.lower().split())
+        key = copy_key(title)
         if title and key not in seen:
             seen.add(key)
             titles.append(title)
