@@ -309,7 +309,7 @@ def test_label_writes_trainable_labels_and_never_a_held_out_paper(run_dir, tmp_p
 
     from chatgentitle.cli import cli
     from chatgentitle.ranking import closest_titles
-    from chatgentitle.train import load_examples
+    from chatgentitle.train_data import load_examples
 
     train, val, out = tmp_path / "train.jsonl", tmp_path / "val.jsonl", tmp_path / "labels.jsonl"
     train.write_text("".join(json.dumps(paper_row(i)) + "\n" for i in range(5)))

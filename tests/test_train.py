@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from chatgentitle.cli import cli
 from chatgentitle.run import RunDir
-from chatgentitle.train import Example, load_examples
+from chatgentitle.train_data import Example, load_examples
 
 
 def train_args(tiny_model_dir, data, out, *extra):
@@ -135,7 +135,8 @@ def test_title_only_logits_give_the_standard_loss(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
     from chatgentitle.prompt import PromptTemplate, encode_example
-    from chatgentitle.train import TitleCollator, TitleTrainer
+    from chatgentitle.train import TitleTrainer
+    from chatgentitle.train_data import TitleCollator
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -161,7 +162,8 @@ def test_eager_attention_gives_the_same_loss_and_gradients(tiny_model_dir, tmp_p
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
     from chatgentitle.prompt import PromptTemplate, encode_example
-    from chatgentitle.train import TitleCollator, TitleTrainer
+    from chatgentitle.train import TitleTrainer
+    from chatgentitle.train_data import TitleCollator
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     template = PromptTemplate.load("compact")
@@ -271,7 +273,8 @@ def test_dpo_starts_at_log_2_against_its_own_reference(tiny_model_dir, train_fil
 
     from chatgentitle.config import TrainConfig
     from chatgentitle.prompt import PromptTemplate
-    from chatgentitle.train import TitleCollator, TitleTrainer, add_reference_logps, encode_all, title_logps
+    from chatgentitle.train import TitleTrainer, add_reference_logps, title_logps
+    from chatgentitle.train_data import TitleCollator, encode_all
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)

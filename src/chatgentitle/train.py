@@ -6,8 +6,9 @@ Run as: chatgentitle train --data data/train.jsonl --output-dir runs/cs-lora
 The loop is transformers' Trainer: it brings bf16 autocast (CPU and GPU), gradient
 accumulation, DDP/FSDP/DeepSpeed under accelerate or torchrun, and checkpoints that restore
 optimizer, scheduler, RNG and data position. What is ours: the data, the prompt masking, the
-length-grouped batches and logits on the title only. `train` reads top to bottom as its steps:
-model, data, arguments, fit, save (the run dir's files: run.py).
+length-grouped batches and logits on the title only (the data and batches: train_data.py; what a run
+watches and writes beside itself: train_watch.py). `train` reads top to bottom as its steps: model,
+data, arguments, fit, save (the run dir's files: run.py).
 """
 
 from __future__ import annotations
@@ -15,152 +16,24 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import NamedTuple
 
-import orjson
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
 from chatgentitle.config import TrainConfig
 from chatgentitle.errors import ChatGenTitleError
 from chatgentitle.modeling import load_base, pick_device, resolve_dtype
 from chatgentitle.progress import Progress
-from chatgentitle.prompt import IGNORE_INDEX, PromptTemplate, encode_example
-from chatgentitle.records import open_binary
+from chatgentitle.prompt import IGNORE_INDEX, PromptTemplate
 from chatgentitle.run import RunDir
-
-
-class DataError(ChatGenTitleError, ValueError):
-    """Training data that cannot be used; the message names the file and line."""
+from chatgentitle.train_data import TitleCollator, encode_all, select_examples
+from chatgentitle.train_watch import MetricsLogger, ProgressLines, RougeProbe, plot_losses
 
 
 class TrainError(ChatGenTitleError, ValueError):
     """A training option that cannot work, e.g. an init adapter of another shape."""
-
-
-class Example(NamedTuple):
-    """One training row: the title to learn and, for preference training, a worse one (`label`'s rows)."""
-
-    instruction: str | None
-    abstract: str
-    title: str
-    rejected: str | None = None
-
-
-def load_examples(path: str | Path) -> list[Example]:
-    """Examples from prepare's or label's JSONL, or an alpaca JSON file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"training data not found: {path}")
-    with open_binary(path) as stream:
-        raw = stream.read()
-    if raw.lstrip()[:1] == b"[":  # alpaca-lora's train.json: one JSON array
-        try:
-            rows = list(enumerate(orjson.loads(raw), start=1))
-        except orjson.JSONDecodeError as err:
-            raise DataError(f"{path}: invalid JSON ({err})") from None
-        where = "item"
-    else:
-        rows = []
-        for line_no, line in enumerate(raw.splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append((line_no, orjson.loads(line)))
-                except orjson.JSONDecodeError:
-                    raise DataError(f"{path}:{line_no}: invalid JSON") from None
-        where = "line"
-    examples = []
-    for number, row in rows:
-        if isinstance(row, dict) and "output" in row:
-            example = Example(row.get("instruction") or None, row.get("input") or "", row["output"])
-        elif isinstance(row, dict) and "title" in row:
-            example = Example(None, row.get("abstract") or "", row["title"])
-        else:
-            raise DataError(f"{path} {where} {number}: needs title/abstract or instruction/input/output")
-        if not isinstance(example.abstract, str) or not isinstance(example.title, str) or not example.title.strip():
-            raise DataError(f"{path} {where} {number}: title/output must be a non-empty string")
-        example = example._replace(rejected=row.get("rejected"))
-        if example.rejected is not None and (not isinstance(example.rejected, str) or not example.rejected.strip()):
-            raise DataError(f"{path} {where} {number}: rejected must be a non-empty string")
-        examples.append(example)
-    if not examples:
-        raise DataError(f"{path}: no examples")
-    return examples
-
-
-def encode_all(examples: list[Example], template: PromptTemplate, tokenizer, cfg: TrainConfig,
-               pairs: bool = False) -> list[dict]:
-    """Token ids and labels per example; with `pairs`, its rejected title's under "rejected" too."""
-
-    def encode(example, title):
-        return encode_example(template, tokenizer, example.abstract, title, cfg.cutoff_len,
-                              instruction=example.instruction, train_on_inputs=cfg.train_on_inputs)
-
-    return [encode(e, e.title) | ({"rejected": encode(e, e.rejected)} if pairs else {}) for e in examples]
-
-
-class TitleCollator:
-    """Left-pads a batch so every title ends in the last column.
-
-    Then the labelled tokens of every row sit in the last few columns and the trainer asks the
-    model for logits there only (see TitleTrainer). Position ids count real tokens, so a padded
-    row sees exactly the positions it would see alone. Preference pairs (features with "rejected")
-    become 2B rows, the B preferred titles first, with their reference log-probabilities.
-    """
-
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int = 8):
-        self.pad_token_id = pad_token_id
-        self.multiple = pad_to_multiple_of  # multiples of 8 suit tensor cores and AMX tiles
-
-    def __call__(self, features: list[dict]) -> dict:
-        if "rejected" not in features[0]:
-            return self.pad(features)
-        batch = self.pad(features + [f["rejected"] for f in features])
-        if "reference_logps" in features[0]:
-            batch["reference_logps"] = torch.tensor([f["reference_logps"] for f in features])
-        return batch
-
-    def pad(self, features: list[dict]) -> dict:
-        width = max(len(f["input_ids"]) for f in features)
-        width = -(-width // self.multiple) * self.multiple
-        batch = {"input_ids": [], "attention_mask": [], "labels": [], "position_ids": []}
-        for f in features:
-            pad = width - len(f["input_ids"])
-            batch["input_ids"].append([self.pad_token_id] * pad + f["input_ids"])
-            batch["attention_mask"].append([0] * pad + [1] * len(f["input_ids"]))
-            batch["labels"].append([IGNORE_INDEX] * pad + f["labels"])
-            batch["position_ids"].append([0] * pad + list(range(len(f["input_ids"]))))
-        return {k: torch.tensor(v) for k, v in batch.items()}
-
-
-class RougeProbe:
-    """Greedy titles for the first N validation papers and their mean ROUGE-L against the real titles
-    (with the prompt template's instruction): the task's metric at each eval step."""
-
-    def __init__(self, examples, template: PromptTemplate, tokenizer, cfg: TrainConfig, dtype):
-        self.abstracts = [e.abstract for e in examples[: cfg.eval_rouge]]
-        self.titles = [e.title for e in examples[: cfg.eval_rouge]]
-        self.template, self.tokenizer, self.cutoff_len, self.dtype = template, tokenizer, cfg.cutoff_len, dtype
-
-    def __call__(self, model) -> float:
-        from chatgentitle.config import GenerationOptions
-        from chatgentitle.generate import TitleGenerator
-        from chatgentitle.metrics import score_pairs
-
-        generator = TitleGenerator(model, self.tokenizer, self.template, self.cutoff_len)
-        greedy = GenerationOptions(num_beams=1, consensus=0)
-        model.eval()
-        try:
-            with torch.autocast(generator.device.type, self.dtype, enabled=self.dtype != torch.float32):
-                found = [t[0] for i in range(0, len(self.abstracts), 16)
-                         for t in generator.generate(self.abstracts[i: i + 16], greedy)]
-        finally:
-            model.train()
-        scores = score_pairs(found, self.titles, self.abstracts)
-        return round(sum(s.rougeL for s in scores) / len(scores), 3)
 
 
 def title_logps(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,81 +134,6 @@ def add_reference_logps(model, features: list[dict], collator: TitleCollator, dt
     model.train()
 
 
-class MetricsLogger(TrainerCallback):
-    """Appends loss, eval loss, lr and real tokens/s to the run's metrics.jsonl, and stops the run at
-    the first loss or gradient norm that is not finite (`diverged_at` says where)."""
-
-    def __init__(self, run: RunDir):
-        self.run = run
-        self.started = time.perf_counter()
-        self.last = (self.started, 0)
-        self.diverged_at: int | None = None
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs:
-            return
-        if not all(math.isfinite(logs[key]) for key in ("loss", "grad_norm") if key in logs):
-            # every later step would be NaN too: stop now, every rank alike (the values are all-reduced)
-            self.diverged_at = self.diverged_at or state.global_step
-            control.should_training_stop = True
-        if not state.is_world_process_zero:
-            return
-        now, tokens = time.perf_counter(), state.num_input_tokens_seen
-        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4),
-               "elapsed_s": round(now - self.started, 3), **logs}
-        if "loss" in logs and now > self.last[0]:
-            # real (non-padding) tokens since the previous training log, per second
-            row["tokens_per_second"] = round((tokens - self.last[1]) / (now - self.last[0]), 1)
-            self.last = (now, tokens)
-        self.run.log(row)
-
-
-class ProgressLines(TrainerCallback):
-    """Steps done, rate and ETA as lines in a log; on a terminal Trainer shows its own bar instead."""
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.progress = Progress(state.max_steps, "steps", "train", show=state.is_world_process_zero,
-                                 initial=state.global_step)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.progress.update(1)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.progress.close()
-
-
-def plot_losses(run: RunDir) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = run.read_metrics()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in (("loss", "train"), ("eval_loss", "validation")):
-        points = [(r["step"], r[key]) for r in rows if key in r]
-        if points:
-            ax.plot(*zip(*points, strict=True), marker="." if key == "eval_loss" else None, label=label)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (title tokens)")
-    lines = list(ax.lines)
-    rouge = [(r["step"], r["eval_rougeL"]) for r in rows if "eval_rougeL" in r]
-    if rouge:
-        right = ax.twinx()
-        lines += right.plot(*zip(*rouge, strict=True), color="tab:green", marker="o", label="validation ROUGE-L")
-        right.set_ylabel("ROUGE-L (greedy titles)")
-    kept = next((r["summary"].get("kept") for r in reversed(rows) if "summary" in r), None)
-    if kept:
-        lines.append(ax.axvline(kept["step"], color="grey", linestyle="--", label=f"kept: step {kept['step']}"))
-    if lines:
-        ax.legend(handles=lines, fontsize="small")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(run.loss_plot, dpi=100)
-    plt.close(fig)
-    return run.loss_plot
-
-
 def load_adapter_weights(model, adapter_dir: str | Path) -> None:
     """Warm start: copy a saved adapter's LoRA weights into the fresh PEFT model."""
     from peft import set_peft_model_state_dict
@@ -381,27 +179,6 @@ def build_model(cfg: TrainConfig, dtype, device: str):
 
         load_adapter_weights(model, default_adapter_dir() if cfg.init_adapter == "default" else cfg.init_adapter)
     return model, tokenizer
-
-
-def select_examples(cfg: TrainConfig) -> tuple[list, list]:
-    """(train, validation) examples: the split, the skipped and the capped as cfg says."""
-    examples = load_examples(cfg.data)
-    if cfg.val_data:
-        val_examples = load_examples(cfg.val_data)
-    else:  # held-out tail of a seeded shuffle, as alpaca-lora's train_test_split does
-        order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
-        size = min(cfg.val_set_size, len(examples) // 2)
-        val_examples = [examples[i] for i in order[:size]]
-        examples = [examples[i] for i in order[size:]]
-    examples = examples[cfg.skip_examples :]
-    if cfg.max_examples:
-        examples = examples[: cfg.max_examples]
-    if not examples:
-        raise DataError(f"{cfg.data}: no training examples left after skipping {cfg.skip_examples}")
-    if cfg.objective == "dpo" and any(e.rejected is None for e in examples):
-        raise DataError(f"{cfg.data}: objective dpo needs a rejected title on every training row "
-                        f"(`chatgentitle label` writes them)")
-    return examples, val_examples
 
 
 def training_arguments(cfg: TrainConfig, run: RunDir, device: str, dtype, validate: bool) -> TrainingArguments:
