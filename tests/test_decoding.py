@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from chatgentitle.decoding import SHARED, beam_search, register_shared_attention, sample
+from chatgentitle.decoding import beam_search, sample
+from chatgentitle.shared_prefix import SHARED, register_shared_attention
 
 PROMPTS = ["we propose a novel method", "graph neural networks for quantum field theory spectra of the data",
            "attention"]

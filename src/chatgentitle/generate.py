@@ -80,7 +80,7 @@ def _ready(model, device: str, quantize: str | None):
         model = model.to(device)
     model.eval()
     if model.config._attn_implementation == "sdpa":  # sdpa, and shared prompts in beam search
-        from chatgentitle.decoding import register_shared_attention
+        from chatgentitle.shared_prefix import register_shared_attention
 
         model.set_attn_implementation(register_shared_attention())
     return model
