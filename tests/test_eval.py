@@ -147,8 +147,7 @@ def test_a_model_system_takes_its_own_decoding_and_loading():
 
 def test_paired_difference_against_the_first_system():
     """The paired bootstrap resamples papers, not systems: a constant gain has a zero-width interval."""
-    from chatgentitle.metrics import PaperScore
-    from chatgentitle.report import paired_differences
+    from chatgentitle.metrics import PaperScore, paired_differences
 
     def scores(values):
         return [PaperScore(rouge1=v, rouge2=v, rougeL=v, exact=0, words=5, copy_rate=0, cliche=0, duplicate=0,

@@ -126,3 +126,34 @@ def field_of(categories: str) -> str:
     if archive.startswith("hep-"):
         return "hep"
     return _MERGED.get(archive, archive or "unknown")
+
+
+def by_field(per_paper: dict[str, list], fields: list[str]) -> dict[str, dict]:
+    """Per field (metrics.field_of): papers, each system's ROUGE-L with its 95% CI, and each later system's
+    paired difference from the first with its CI (the same papers resampled for both)."""
+    names, found = list(per_paper), {}
+    for name in sorted(set(fields)):
+        rows = [i for i, f in enumerate(fields) if f == name]
+        entry = {"papers": len(rows), "systems": {}}
+        for system in names:
+            values = [per_paper[system][i].rougeL for i in rows]
+            entry["systems"][system] = {"rougeL": sum(values) / len(values), "rougeL_ci95": list(bootstrap_ci(values))}
+            if system != names[0]:
+                differences = [per_paper[system][i].rougeL - per_paper[names[0]][i].rougeL for i in rows]
+                entry["systems"][system] |= {"difference": sum(differences) / len(differences),
+                                             "difference_ci95": list(bootstrap_ci(differences))}
+        found[name] = entry
+    return found
+
+
+def paired_differences(per_paper: dict[str, list]) -> dict[str, dict]:
+    """Each system's ROUGE-L minus the first system's, paper by paper: the mean difference and its paired
+    bootstrap 95% CI (the same papers resampled for both), which is narrower than comparing two CIs."""
+    names = list(per_paper)
+    found = {}
+    for name in names[1:]:
+        differences = [b.rougeL - a.rougeL for a, b in zip(per_paper[names[0]], per_paper[name], strict=True)]
+        if differences:
+            found[name] = {"against": names[0], "rougeL_difference": sum(differences) / len(differences),
+                           "rougeL_difference_ci95": list(bootstrap_ci(differences))}
+    return found
