@@ -216,6 +216,36 @@ def key_check(guard: KeyGuard):
     return check_key
 
 
+def guard_doors(app, api_key: str | None):
+    """Every door of `app` that takes the key: the KeyGuard (app.state.key_guard), a middleware that
+    answers 429 to an address that sent too many wrong keys (the API, the web UI's login and pages; a
+    failed web UI login counts as a wrong key) and keeps Gradio's heartbeat stream for signed-in pages;
+    returns the dependency the API routes check the key with."""
+    from fastapi.responses import JSONResponse
+
+    app.state.key_guard = guard = KeyGuard(api_key)
+    app.state.signed_in = lambda request: False  # the web UI's session check, once server.with_ui mounts it
+
+    @app.middleware("http")
+    async def throttle_wrong_keys(request: Request, call_next):
+        if not api_key or request.url.path == "/health":
+            return await call_next(request)
+        address = request.client.host if request.client else "unknown"
+        wait = guard.retry_after(address)
+        if wait:
+            error = throttled(wait)
+            return JSONResponse({"detail": error.detail}, status_code=429, headers=error.headers)
+        if "/heartbeat/" in request.url.path and not request.app.state.signed_in(request):
+            # Gradio holds this stream open for anyone; with a key, only for a signed-in page
+            return JSONResponse({"detail": "sign in first"}, status_code=401)
+        response = await call_next(request)
+        if request.method == "POST" and request.url.path.endswith("/login") and response.status_code >= 400:
+            guard.failed(address)
+        return response
+
+    return key_check(guard)
+
+
 def titles_router(service: TitleService, check_key) -> APIRouter:
     """POST /v1/titles: our own dialect, with candidates and their scores."""
     router = APIRouter(dependencies=[Depends(check_key)])

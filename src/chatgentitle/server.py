@@ -70,7 +70,7 @@ def create_app(sources: list, ranker=None, api_key: str | None = None, max_batch
     from pydantic import BaseModel
 
     from chatgentitle import __version__
-    from chatgentitle.api import KeyGuard, key_check, throttled, titles_router
+    from chatgentitle.api import guard_doors, titles_router
     from chatgentitle.batcher import TitleService
     from chatgentitle.openai_api import openai_router
 
@@ -85,28 +85,7 @@ def create_app(sources: list, ranker=None, api_key: str | None = None, max_batch
     app = FastAPI(title="ChatGenTitle", version=__version__,
                   description="Titles for research papers from their abstracts.")
     app.state.service = service
-    app.state.key_guard = guard = KeyGuard(api_key)
-    app.state.signed_in = lambda request: False  # the web UI's session check, once with_ui mounts it
-    check_key = key_check(guard)
-
-    @app.middleware("http")
-    async def throttle_wrong_keys(request: Request, call_next):
-        """An address that sent too many wrong keys gets 429 on every door that takes one (the API, the
-        web UI's login and pages) until its window passes; a failed web UI login counts as a wrong key."""
-        if not api_key or request.url.path == "/health":
-            return await call_next(request)
-        address = request.client.host if request.client else "unknown"
-        wait = guard.retry_after(address)
-        if wait:
-            error = throttled(wait)
-            return JSONResponse({"detail": error.detail}, status_code=429, headers=error.headers)
-        if "/heartbeat/" in request.url.path and not request.app.state.signed_in(request):
-            # Gradio holds this stream open for anyone; with a key, only for a signed-in page
-            return JSONResponse({"detail": "sign in first"}, status_code=401)
-        response = await call_next(request)
-        if request.method == "POST" and request.url.path.endswith("/login") and response.status_code >= 400:
-            guard.failed(address)
-        return response
+    check_key = guard_doors(app, api_key)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
