@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from chatgentitle.config import BEST_TITLES, GenerationOptions, TrainConfig, bounds
+from chatgentitle.config import BEST_TITLES, GenerationOptions, TrainConfig, bounds, split_csv
 from chatgentitle.crawl import CrawlJob
-from chatgentitle.errors import ChatGenTitleError, require_extra
+from chatgentitle.errors import ChatGenTitleError, one_line, require_extra
 from chatgentitle.flags import dataclass_flags, given, take
 from chatgentitle.prepare import PrepareConfig
 from chatgentitle.report import BASELINES  # light: no torch, no metrics libraries at import
@@ -37,25 +37,7 @@ class _Commands(click.Group):
         except (ChatGenTitleError, OSError) as err:
             if ctx.params.get("debug") or (isinstance(err, OSError) and not err.filename):
                 raise
-            raise click.ClickException(_one_line(err)) from None
-
-
-def _one_line(err: Exception) -> str:
-    if isinstance(err, OSError):
-        return f"{err.filename}: {err.strerror or err}"
-    return " ".join(str(err).split()) or type(err).__name__
-
-
-def _csv(value: str | None) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
-
-
-def _progress(iterable, unit: str):
-    if not sys.stderr.isatty():
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, unit=f" {unit}", unit_scale=True, file=sys.stderr)
+            raise click.ClickException(one_line(err)) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,9 +62,10 @@ def cli(debug):
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any input line is bad.")
 def prepare(inputs, db, out_dir, preset, strict, formats, **options):
     """Turn arXiv metadata (snapshot JSON lines, .gz, or our JSONL) into train/val/test data."""
-    from chatgentitle.prepare import PRESETS
+    from chatgentitle.prepare import PRESETS, read_inputs, summary
     from chatgentitle.prepare import prepare as run_prepare
-    from chatgentitle.records import BadLines, read_papers
+    from chatgentitle.progress import on_terminal
+    from chatgentitle.records import BadLines
 
     if not inputs and not db:
         raise UserError("give at least one input file or --db")
@@ -91,27 +74,15 @@ def prepare(inputs, db, out_dir, preset, strict, formats, **options):
             raise UserError(f"input not found or not a file: {path}")
     values = dict(PRESETS.get(preset, {})) | given(PrepareConfig, options)
     if isinstance(values.get("categories"), str):
-        values["categories"] = _csv(values["categories"])
-    cfg = take(PrepareConfig, values, formats=_csv(formats))
+        values["categories"] = split_csv(values["categories"])
+    cfg = take(PrepareConfig, values, formats=split_csv(formats))
     bad = BadLines()
-    stats = run_prepare(_progress(_papers_from(inputs, db, bad, read_papers), "papers"), out_dir, cfg, bad)
+    stats = run_prepare(on_terminal(read_inputs(inputs, db, bad), "papers"), out_dir, cfg, bad)
     for message in bad.summary():
         click.echo(f"bad line: {message}", err=True)
-    dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats["dropped"].items())) or "none"
-    splits = ", ".join(f"{k} {stats['splits'].get(k, 0)}" for k in ("train", "val", "test"))
-    click.echo(f"read {stats['records_read']}, kept {stats['kept']} ({splits}); dropped: {dropped}; "
-               f"bad lines {bad.count} -> {out_dir}")
+    click.echo(summary(stats, bad, out_dir))
     if strict and bad.count:
         sys.exit(1)
-
-
-def _papers_from(inputs, db, bad, read_papers):
-    yield from read_papers(inputs, bad)
-    if db:
-        from chatgentitle.store import PaperStore
-
-        with PaperStore(db) as store:
-            yield from store.papers()
 
 
 # ----------------------------------------------------------------------------- train
@@ -284,19 +255,13 @@ def export(run_dir, out_dir, out_format, dtype, outtype):
     """Merge an adapter into its base model: a plain HF checkpoint (plus the adapter alone in adapter/),
     or a GGUF file whose chat template writes our prompt around a pasted abstract."""
     from chatgentitle.generate import default_adapter_dir
-    from chatgentitle.modeling import export_instructions, export_merged
+    from chatgentitle.modeling import export
 
     name = "chatgentitle" if run_dir == "default" else Path(run_dir).name
     run_dir = default_adapter_dir() if run_dir == "default" else Path(run_dir)
     if run_dir is None or not run_dir.exists():
         raise UserError(f"adapter not found: {run_dir or 'the packaged default (not in this install)'}")
-    if out_format == "gguf":
-        from chatgentitle.gguf_export import export_gguf, gguf_instructions
-
-        out_file = out_dir / f"{name}-{outtype}.gguf"
-        click.echo(gguf_instructions(export_gguf(run_dir, out_file, outtype)))
-    else:
-        click.echo(export_instructions(run_dir, export_merged(run_dir, out_dir, dtype)))
+    click.echo(export(run_dir, out_dir, name, out_format, dtype, outtype))
 
 
 # ----------------------------------------------------------------------------- eval

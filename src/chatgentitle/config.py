@@ -34,6 +34,11 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
+def split_csv(value: str | None) -> tuple[str, ...]:
+    """A comma-separated flag's values ("cs.AI, cs.CL" -> ("cs.AI", "cs.CL")); the one splitter of them."""
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
 def bounds(cls, name: str) -> tuple:
     """The (low, high) bound of a dataclass field: what every front end derives its limits from."""
     return cls.__dataclass_fields__[name].metadata["range"]
@@ -269,7 +274,7 @@ class TrainConfig:
         if self.attention not in ("auto", "sdpa", "eager"):
             raise OptionError("attention must be auto, sdpa or eager")
         if isinstance(self.lora_target_modules, str):
-            self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+            self.lora_target_modules = list(split_csv(self.lora_target_modules))
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:

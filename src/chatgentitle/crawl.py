@@ -32,6 +32,7 @@ from chatgentitle.arxiv_formats import (
     parse_oai_page,
     parse_rss,
 )
+from chatgentitle.config import split_csv
 from chatgentitle.errors import OptionError
 from chatgentitle.http_client import GiveUp, HttpClient, Retryable, user_agent
 from chatgentitle.records import ArxivRecord, category_matches
@@ -267,7 +268,7 @@ class CrawlJob:
     def __post_init__(self):
         for name in ("categories", "ids"):
             if isinstance(getattr(self, name), str):
-                setattr(self, name, tuple(v.strip() for v in getattr(self, name).split(",") if v.strip()))
+                setattr(self, name, split_csv(getattr(self, name)))
         if self.metadata_prefix not in ("arXiv", "arXivRaw"):
             raise OptionError("metadata_prefix must be arXiv or arXivRaw")
         self.every_seconds = duration_seconds(self.every) if self.every else None

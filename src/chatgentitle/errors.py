@@ -19,6 +19,13 @@ class MissingExtra(ChatGenTitleError, ImportError):
     """An optional dependency that this command needs is not installed."""
 
 
+def one_line(err: Exception) -> str:
+    """A user error as the CLI shows it: its message on one line (a file error: the file and why)."""
+    if isinstance(err, OSError):
+        return f"{err.filename}: {err.strerror or err}"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def require_extra(extra: str, *modules: str) -> None:
     """MissingExtra, naming the pip command, unless every module is installed."""
     import importlib.util

@@ -246,3 +246,14 @@ def export_instructions(run_dir: str | Path, out_dir: str | Path) -> str:
             f"--lora-modules {name}={out_dir / 'adapter'}\n"
             f"then: chatgentitle generate --endpoint http://127.0.0.1:8000/v1 --model {name} "
             f"--prompt-template {out_dir / 'adapter'} ...")
+
+
+def export(run_dir: Path, out_dir: Path, name: str, out_format: str = "hf", dtype: str = "fp32",
+           outtype: str = "f16") -> str:
+    """`chatgentitle export`: the adapter merged into its base, as an HF checkpoint (dtype) or a GGUF file
+    named NAME-OUTTYPE.gguf; returns how to use what was written."""
+    if out_format == "gguf":
+        from chatgentitle.gguf_export import export_gguf, gguf_instructions
+
+        return gguf_instructions(export_gguf(run_dir, out_dir / f"{name}-{outtype}.gguf", outtype))
+    return export_instructions(run_dir, export_merged(run_dir, out_dir, dtype))

@@ -304,3 +304,23 @@ def prepare(papers: Iterable[Paper], out_dir: Path, cfg: PrepareConfig, bad: Bad
     result = stats.to_dict(bad, cfg)
     write_atomic(out_dir / "stats.json", lambda f: f.write(orjson.dumps(result, option=orjson.OPT_INDENT_2)))
     return result
+
+
+def read_inputs(inputs: list[Path], db: Path | None, bad: BadLines) -> Iterator[Paper]:
+    """Papers from snapshot/JSONL files (bad lines counted in `bad`), then from a crawl store."""
+    from chatgentitle.records import read_papers
+
+    yield from read_papers(inputs, bad)
+    if db:
+        from chatgentitle.store import PaperStore
+
+        with PaperStore(db) as store:
+            yield from store.papers()
+
+
+def summary(stats: dict, bad: BadLines, out_dir: Path) -> str:
+    """What a prepare run did, in one line."""
+    dropped = ", ".join(f"{k} {v}" for k, v in sorted(stats["dropped"].items())) or "none"
+    splits = ", ".join(f"{k} {stats['splits'].get(k, 0)}" for k in SPLITS)
+    return (f"read {stats['records_read']}, kept {stats['kept']} ({splits}); dropped: {dropped}; "
+            f"bad lines {bad.count} -> {out_dir}")

@@ -8,6 +8,15 @@ import sys
 import time
 
 
+def on_terminal(iterable, unit: str):
+    """The iterable, with tqdm's bar when stderr is a terminal (a log gets nothing: it has Progress)."""
+    if not sys.stderr.isatty():
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, unit=f" {unit}", unit_scale=True, file=sys.stderr)
+
+
 def duration(seconds: float) -> str:
     """2h05m, 4m10s, 12s."""
     seconds = int(seconds)
