@@ -28,22 +28,27 @@ from pathlib import Path
 import numpy as np
 
 from chatgentitle.prompt import clean_title
-from chatgentitle.ranking import Embedder, _CachedTokenizer, _rouge_l, cliches_in, copy_rate, has_repeated_bigram, words
+from chatgentitle.ranking import (
+    Embedder,
+    _CachedTokenizer,
+    _rouge_l,
+    cliches_in,
+    copy_key,
+    copy_rate,
+    has_repeated_bigram,
+    pick_titles,
+    words,
+)
 
 
-def pool_titles(candidates: list) -> tuple[list[str], list[float] | None]:
-    """Distinct cleaned titles of a search's candidates ([text, score, ...] or texts, best first) in the
-    order pick_titles gives them, with their scores (None when the candidates have none)."""
-    scored = [(c[0], c[1]) if isinstance(c, list | tuple) else (c, None) for c in candidates]
-    best: dict[str, tuple[str, float | None]] = {}
-    for text, score in scored:
-        title = clean_title(text)
-        key = " ".join(title.lower().split())
-        if title and key not in best:
-            best[key] = (title, score)
-    kept = sorted(best.values(), key=lambda ts: has_repeated_bigram(ts[0])) or [("", None)]
-    scores = [score for _, score in kept]
-    return [title for title, _ in kept], (None if None in scores else scores)
+def pool_titles(candidates: list) -> tuple[list[str], list[float]]:
+    """A search's distinct titles as pick_titles chooses and orders them, each with the score of its first
+    candidate ([text, score, tokens] rows, best first)."""
+    score_of = {}
+    for text, score, _ in candidates:
+        score_of.setdefault(copy_key(clean_title(text)), score)
+    titles = pick_titles([text for text, _, _ in candidates], len(candidates))
+    return titles, [score_of.get(copy_key(title), float("nan")) for title in titles]
 
 
 
