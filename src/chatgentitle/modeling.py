@@ -148,15 +148,20 @@ def load_tokenizer(base: str):
     return tokenizer
 
 
+def hide_loading_bars() -> None:
+    """No per-tensor "Loading weights" bar from transformers: noise in a CLI (done when a model is loaded)."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 def load_base(base_model: str | Path, *, dtype=None, quantize: str | None = None, device_map=None,
               attention: str | None = None):
     """(model, tokenizer) for a base model; quantize is None, '8bit' or '4bit' (CUDA only);
     attention names transformers' attn_implementation (None: its default, sdpa)."""
     from transformers import AutoModelForCausalLM
-    from transformers.utils import logging
 
-    logging.disable_progress_bar()  # a per-tensor "Loading weights" bar is noise in a CLI
-
+    hide_loading_bars()
     base = resolve_base(base_model)
     # no hub kernels: on CUDA transformers would fetch them at run time (and fail offline)
     kwargs = {"use_kernels": False} | ({"dtype": dtype} if dtype is not None else {})

@@ -68,16 +68,12 @@ class Embedder:
 
     def __init__(self, model_dir: Path):
         from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging
 
-        shown = logging.is_progress_bar_enabled()
-        logging.disable_progress_bar()  # a helper model: no "Loading weights" bar on the user's terminal
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            self.model = AutoModel.from_pretrained(model_dir).eval()
-        finally:
-            if shown:
-                logging.enable_progress_bar()
+        from chatgentitle.modeling import hide_loading_bars
+
+        hide_loading_bars()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModel.from_pretrained(model_dir).eval()
 
     @classmethod
     def load(cls) -> Embedder | None:
