@@ -191,25 +191,20 @@ class KeyGuard:
         return times
 
 
-def throttled(seconds: float) -> HTTPException:
-    return HTTPException(status_code=429, detail="too many wrong API keys from this address",
-                         headers={"Retry-After": str(max(1, round(seconds)))})
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def key_check(guard: KeyGuard):
-    """A dependency that lets a request through only with `Authorization: Bearer <key>` (when a key is set),
-    and not at all from an address that sent too many wrong keys."""
+    """A dependency that lets a request through only with `Authorization: Bearer <key>` (when a key is set);
+    a wrong key counts against the address (guard_doors' middleware refuses a throttled one first)."""
 
     def check_key(request: Request) -> None:
         if not guard.api_key:
             return
-        address = request.client.host if request.client else "unknown"
-        wait = guard.retry_after(address)
-        if wait:
-            raise throttled(wait)
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not guard.matches(given):
-            guard.failed(address)
+            guard.failed(client_address(request))
             raise HTTPException(status_code=401, detail="missing or wrong API key",
                                 headers={"WWW-Authenticate": "Bearer"})
 
@@ -230,11 +225,11 @@ def guard_doors(app, api_key: str | None):
     async def throttle_wrong_keys(request: Request, call_next):
         if not api_key or request.url.path == "/health":
             return await call_next(request)
-        address = request.client.host if request.client else "unknown"
+        address = client_address(request)
         wait = guard.retry_after(address)
         if wait:
-            error = throttled(wait)
-            return JSONResponse({"detail": error.detail}, status_code=429, headers=error.headers)
+            return JSONResponse({"detail": "too many wrong API keys from this address"}, status_code=429,
+                                headers={"Retry-After": str(max(1, round(wait)))})
         if "/heartbeat/" in request.url.path and not request.app.state.signed_in(request):
             # Gradio holds this stream open for anyone; with a key, only for a signed-in page
             return JSONResponse({"detail": "sign in first"}, status_code=401)

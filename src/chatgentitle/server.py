@@ -116,7 +116,7 @@ def with_ui(app, api_key: str | None = None):
     from chatgentitle.web import build_demo
 
     def login(user: str, password: str) -> bool:
-        return app.state.key_guard.matches(password)  # constant time; failures are throttled in create_app
+        return app.state.key_guard.matches(password)  # constant time; failures are throttled (api.guard_doors)
 
     app = gr.mount_gradio_app(app, build_demo(app.state.service), path="/", auth=login if api_key else None,
                               auth_message="Sign in with any user name; the password is the server's API key.",
