@@ -289,7 +289,10 @@ class TrainConfig:
         if unknown:
             raise OptionError(f"{path}: unknown option(s) {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        try:
+            return cls(**values)
+        except TypeError as err:  # a value of the wrong kind, e.g. cutoff_len: "long"
+            raise OptionError(f"{path}: {err}") from None
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False))
