@@ -115,6 +115,9 @@ class FakeGenerator:
     def count_tokens(self, text, as_prompt=False):
         return len(text.split()) + (10 if as_prompt else 0)
 
+    def log_probs(self, abstract, titles, instruction=None):
+        return [-0.1 * len(title.split()) for title in titles]  # a longer title is less likely
+
     def complete(self, prompts, options=None, should_stop=None):
         return self.generate([p.split("Abstract:")[-1] for p in prompts], options, should_stop=should_stop)
 

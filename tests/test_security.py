@@ -32,12 +32,11 @@ def app():
 
 
 def ui_values(abstract: str) -> list:
-    """The web UI's inputs in order: instruction, abstract, then every option at its default."""
-    import dataclasses
+    """The web UI's inputs in order: instruction, abstract, include, words, your title, then every other
+    option at its default."""
+    from chatgentitle.web import OPTION_FIELDS
 
-    from chatgentitle.config import GenerationOptions
-
-    return ["Write a title.", abstract, *(f.default for f in dataclasses.fields(GenerationOptions))]
+    return ["Write a title.", abstract, "", 0, "", *(f.default for f in OPTION_FIELDS)]
 
 
 def call_ui(client: TestClient, abstract: str) -> str:

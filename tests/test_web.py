@@ -43,13 +43,13 @@ def test_ui_has_the_seed_boxes(fake_generator):
 
 
 def test_sliders_have_the_bounds_and_defaults_of_generation_options(fake_generator):
-    import dataclasses
-
-    from chatgentitle.generate import GenerationOptions
+    from chatgentitle.config import GenerationOptions, bounds
+    from chatgentitle.web import OPTION_FIELDS
 
     sliders = {c["props"]["label"]: c["props"] for c in demo_config(fake_generator)["components"]
                if c["type"] == "slider"}
-    for option in dataclasses.fields(GenerationOptions):
+    assert sliders["Words"]["maximum"] == bounds(GenerationOptions, "words")[1]  # 0 (any length) up to it
+    for option in OPTION_FIELDS:
         if "range" in option.metadata:
             low, high = option.metadata["range"]
             assert (sliders[option.name]["minimum"], sliders[option.name]["maximum"]) == (low, high)
@@ -115,4 +115,23 @@ def test_candidates_table_is_readable(server, tmp_path):
         shot = Path(os.environ.get("CHATGENTITLE_SCREENSHOT") or tmp_path / "web-ui.png")
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
+        browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+def test_browser_judges_your_title(server):
+    """The "Your title" box: the verdict says where the author's title ranks and what the model prefers."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto(server, wait_until="domcontentloaded")
+        page.locator("#abstract-input textarea").fill(ABSTRACT)
+        page.locator("#your-title textarea, #your-title input").first.fill("Graph Networks Learned From Many Words")
+        page.locator("#generate").click()
+        verdict = page.locator("#verdict")
+        # the fake model finds shorter titles likelier: its 5-word title beats the author's 6 words
+        sync_api.expect(verdict).to_contain_text("ranks 2 of 2", timeout=30_000)
+        sync_api.expect(verdict).to_contain_text("We Propose A Candidate 0")
         browser.close()

@@ -27,17 +27,20 @@ from chatgentitle.batcher import (
     MAX_ABSTRACT_CHARS,
     MAX_ABSTRACTS,
     MAX_INSTRUCTION_CHARS,
+    MAX_TITLE_CHARS,
     Busy,
     Job,
     TitleService,
 )
-from chatgentitle.config import GenerationOptions, field_docs
+from chatgentitle.config import GenerationOptions, field_docs, phrase_limits
 from chatgentitle.errors import ChatGenTitleError, UnknownModel
+from chatgentitle.ranking import Candidate, Verdict
 from chatgentitle.remote import RemoteError
 
 log = logging.getLogger("chatgentitle.server")
 
 Abstract = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ABSTRACT_CHARS, pattern=HOLDS_TEXT)]
+YourTitle = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE_CHARS, pattern=HOLDS_TEXT)]
 
 
 class ErrorBody(BaseModel):
@@ -66,9 +69,37 @@ def _options_model() -> type[BaseModel]:
     specs = {}
     for option in dataclasses.fields(GenerationOptions):
         low, high = option.metadata.get("range", (None, None))
-        specs[option.name] = (types[option.name], Field(option.default, ge=low, le=high,
-                                                         description=docs.get(option.name)))
-    return create_model("Options", __config__=ConfigDict(extra="forbid"), **specs)
+        kind, default, most = types[option.name], option.default, None
+        if "phrases" in option.metadata:  # a JSON array of phrases
+            most, chars = phrase_limits(GenerationOptions, option.name)
+            kind = list[Annotated[str, StringConstraints(min_length=1, max_length=chars, pattern=HOLDS_TEXT)]]
+            default = []
+        specs[option.name] = (kind, Field(default, ge=low, le=high, max_length=most,
+                                          description=docs.get(option.name)))
+    return create_model("Options", __base__=_CheckedOptions, **specs)
+
+
+def steering_excludes(steering: dict[str, dict], decoding: dict[str, dict]) -> list[dict]:
+    """JSON schema clauses: no field of `steering` given as shown together with one of `decoding` (each a
+    field name and the schema of a value that conflicts)."""
+    return [{"not": {"required": [a, b], "properties": {a: sa, b: sb}}}
+            for a, sa in steering.items() for b, sb in decoding.items()]
+
+
+STEERING = {"include": {"type": "array", "minItems": 1}, "words": {"type": "integer"}}
+
+
+class _CheckedOptions(BaseModel):
+    """What the fields alone cannot say: steering needs the beam search (GenerationOptions checks it)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": steering_excludes(
+        STEERING, {"do_sample": {"const": True}, "consensus": {"type": "integer", "minimum": 1},
+                   "no_repeat_ngram_size": {"type": "integer", "minimum": 1}})})
+
+    @model_validator(mode="after")
+    def steers_the_beam_search(self):
+        GenerationOptions(**self.model_dump())  # an OptionError is a ValueError: 422
+        return self
 
 
 Options = _options_model()
@@ -88,11 +119,16 @@ class TitleRequest(BaseModel):
     instruction: str | None = Field(None, max_length=MAX_INSTRUCTION_CHARS,
                                     description="Overrides the model's instruction.")
     options: Options = Field(default_factory=Options, description="Decoding options, each within its bounds.")
+    title: YourTitle | None = Field(None, description="Your own title for `abstract` (not with `abstracts`): the "
+                                                      "result's verdict says how the model ranks it among its "
+                                                      "candidates.")
 
     @model_validator(mode="after")
     def one_of_abstract_or_abstracts(self):
         if (self.abstract is None) == (self.abstracts is None):
             raise ValueError("give exactly one of 'abstract' or 'abstracts'")
+        if self.title is not None and self.abstract is None:
+            raise ValueError("'title' is judged for one 'abstract'")
         return self
 
     def items(self) -> list[str]:
@@ -106,17 +142,37 @@ class CandidateBody(BaseModel):
     words: int = 0
     cliches: list[str] = []
     known_match: str | None = None
+    log_prob: float | None = None
+
+
+class VerdictBody(BaseModel):
+    """How the model ranks your title among its candidates (ranking.Verdict)."""
+
+    title: str
+    log_prob: float
+    rank: int
+    of: int
+    better: list[str]
+    score: float | None = None
 
 
 class TitleResult(BaseModel):
     title: str
     candidates: list[CandidateBody]
+    verdict: VerdictBody | None = None
 
 
 class TitleResponse(BaseModel):
     results: list[TitleResult]
     model: str
     seconds: float
+
+
+def result_body(found: list[Candidate]) -> dict:
+    """One abstract's answer: the title, the candidates shown, the verdict on the author's title if judged."""
+    shown, verdict = [c for c in found if not c.yours], Verdict.of_pool(found)
+    return {"title": shown[0].title, "candidates": [{k: v for k, v in c.to_dict().items() if k != "yours"}
+                                                    for c in shown], "verdict": verdict and verdict.to_dict()}
 
 
 def served_model(service: TitleService, required: bool = False):
@@ -252,8 +308,8 @@ def titles_router(service: TitleService, check_key) -> APIRouter:
     async def write_titles(body: Body):
         began = time.perf_counter()
         results = await answer(service, service.titles, body.items(), GenerationOptions(**body.options.model_dump()),
-                               body.instruction, model=body.model)
-        out = [{"title": found[0].title, "candidates": [c.to_dict() for c in found]} for found in results]
+                               body.instruction, model=body.model, yours=body.title)
+        out = [result_body(found) for found in results]
         return {"results": out, "model": service.source(body.model).name,
                 "seconds": round(time.perf_counter() - began, 3)}
 

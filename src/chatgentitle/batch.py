@@ -18,7 +18,7 @@ from chatgentitle.config import GenerationOptions
 from chatgentitle.errors import ChatGenTitleError
 from chatgentitle.generate import TitleSource, titles
 from chatgentitle.progress import Progress
-from chatgentitle.ranking import Candidate, Ranker, closest_titles
+from chatgentitle.ranking import Candidate, Ranker, Verdict, closest_titles
 
 
 class InputError(ChatGenTitleError, ValueError):
@@ -133,6 +133,7 @@ def label_file(source: TitleSource, data: Path, held_out: list[Path], output: Pa
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             for paper, found in zip(chunk, source.generate([p.abstract for p in chunk], ranked), strict=True):
+                found = found[:ranked.num_candidates]  # a source may return a larger pool
                 if label_by == "real-title":
                     found = closest_titles(found, paper.title)
                 row = {"id": paper.id, "abstract": paper.abstract, "title": found[0], "real_title": paper.title}
@@ -144,15 +145,25 @@ def label_file(source: TitleSource, data: Path, held_out: list[Path], output: Pa
 
 
 def describe(candidates: list[Candidate], as_json: bool = False) -> str:
-    """Candidates as `generate` prints them: one per line (score and warnings when ranked), or JSON."""
+    """Candidates as `generate` prints them: one per line (score and warnings when ranked), then the
+    verdict on the author's title when the pool holds one; or JSON."""
+    shown, verdict = [c for c in candidates if not c.yours], Verdict.of_pool(candidates)
     if as_json:
-        return json.dumps([c.to_dict() for c in candidates], indent=2, ensure_ascii=False)
+        listed = [c.to_dict() for c in shown]
+        body = {"candidates": listed, "verdict": verdict.to_dict()} if verdict else listed
+        return json.dumps(body, indent=2, ensure_ascii=False)
     lines = []
-    for candidate in candidates:
-        note = f"  [score {candidate.score:.3f}]" if len(candidates) > 1 else ""
+    for candidate in shown:
+        note = f"  [score {candidate.score:.3f}]" if candidate.score is not None and len(shown) > 1 else ""
         if candidate.known_match:
             note += f"  warning: matches a known paper title ({candidate.known_match!r})"
         lines.append(candidate.title + note)
+    if verdict:
+        ranker = f", ranker score {verdict.score:.3f}" if verdict.score is not None else ""
+        lines.append(f"\nyour title: rank {verdict.rank} of {verdict.of} by the model's likelihood "
+                     f"(mean log-prob {verdict.log_prob:.3f} per token{ranker})")
+        likely = {c.title: c.log_prob for c in shown}
+        lines += [f"  more likely: {title}  [{likely[title]:.3f}]" for title in verdict.better]
     return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ from chatgentitle.errors import OptionError, UnknownModel
 MAX_ABSTRACT_CHARS = 20_000
 MAX_ABSTRACTS = 32
 MAX_INSTRUCTION_CHARS = 2000  # an instruction is a sentence or two
+MAX_TITLE_CHARS = 500  # an author's title to judge: real ones have ~10 words
 REQUEST_TIMEOUT_SECONDS = 120.0
 SAFETY = 0.8  # plan batches to end by 80% of the time left: measured costs vary by ~10% between batches
 # "Holds text": a character that str.strip() keeps, spelled out for the OpenAPI schema because \S means
@@ -202,13 +203,16 @@ class TitleService:
             raise UnknownModel(f"model {name!r} not found; this server has {', '.join(map(repr, self.sources))}")
         return self.sources[name]
 
-    def titles(self, abstracts: list[str], options, instruction: str | None = None, model: str | None = None) -> Job:
-        """Queue abstracts; the job's result is their ranked candidates (generate.titles)."""
+    def titles(self, abstracts: list[str], options, instruction: str | None = None, model: str | None = None,
+               yours: str | None = None) -> Job:
+        """Queue abstracts; the job's result is their ranked candidates (generate.titles; `yours`: the
+        author's title for one abstract, judged beside them, decoded alone)."""
         from chatgentitle.generate import titles
 
         source = self.source(model)
-        decode = partial(_titles, titles, source, options, self.ranker, instruction)
-        return self._submit(source, abstracts, decode, ("titles", _frozen(options), instruction))
+        decode = partial(_titles, titles, source, options, self.ranker, instruction, yours)
+        key = ("titles", _frozen(options), instruction) + ((yours, object()) if yours is not None else ())
+        return self._submit(source, abstracts, decode, key)
 
     def completions(self, prompts: list[str], options, model: str | None = None) -> Job:
         """Queue whole prompts (OpenAI completions); the job's result is their titles."""
@@ -246,8 +250,8 @@ def _frozen(options) -> tuple:
     return dataclasses.astuple(options)
 
 
-def _titles(titles, source, options, ranker, instruction, texts, should_stop):
-    return titles(source, texts, options, ranker, instruction, should_stop=should_stop)
+def _titles(titles, source, options, ranker, instruction, yours, texts, should_stop):
+    return titles(source, texts, options, ranker, instruction, should_stop=should_stop, yours=yours)
 
 
 def _completions(source, options, texts, should_stop):

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import click
 
-from chatgentitle.config import BEST_TITLES, GenerationOptions, TrainConfig, bounds, split_csv
+from chatgentitle.config import BEST_TITLES, DTYPES, GenerationOptions, TrainConfig, bounds, split_csv
 from chatgentitle.crawl import CrawlJob
 from chatgentitle.errors import ChatGenTitleError, one_line, require_extra
 from chatgentitle.flags import dataclass_flags, given, take
+from chatgentitle.gguf_export import OUTTYPES  # light: gguf is imported when a file is written
 from chatgentitle.prepare import PrepareConfig
 from chatgentitle.report import BASELINES  # light: no torch, no metrics libraries at import
 from chatgentitle.server import ServeConfig
@@ -99,7 +100,7 @@ def train(config_file, **options):
     from chatgentitle.train import train as run_train
 
     run = RunDir(run_train(cfg))
-    kept = next((r["summary"].get("kept") for r in reversed(run.read_metrics()) if "summary" in r), None)
+    kept = run.kept_step(run.read_metrics())
     click.echo(f"adapter saved in {run.path}" + (f" (the best eval step's: {kept})" if kept else ""))
 
 
@@ -165,10 +166,12 @@ def _endpoint_can_decode(values: dict) -> None:
 @click.option("--stream", is_flag=True, help="Print the title as it grows (decodings that stream: greedy, sampling).")
 @click.option("--samples", is_flag=True, help="Titles for the packaged sample abstracts, beside the real titles.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON with scores.")
+@click.option("--title", "yours", help="Your own title for ABSTRACT: its rank among the candidates by the model's "
+                                       "likelihood, and the candidates it finds more likely.")
 @dataclass_flags(SourceSpec)
 @dataclass_flags(GenerationOptions, skip=("num_candidates",))
 def generate(abstract, input_path, output_path, num_candidates, instruction, batch_size, db, stream, samples,
-             as_json, **flags):
+             as_json, yours, **flags):
     """Write a title for ABSTRACT (or - for stdin), or for every abstract in --input."""
     from chatgentitle import batch
 
@@ -178,6 +181,8 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
         return click.echo(batch.samples_report(_source(flags), options))
     if bool(abstract) == bool(input_path) or (input_path and not output_path):
         raise UserError("give an ABSTRACT (or -), or --input FILE with --output FILE")
+    if yours is not None and not abstract:
+        raise UserError("--title judges your title for one ABSTRACT, not an --input file")
     abstract = sys.stdin.read() if abstract == "-" else abstract
     if abstract is not None and not abstract.strip():
         raise UserError("the abstract is empty")
@@ -189,13 +194,13 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
         written, skipped = batch.generate_file(source, input_path, output_path, options, batch_size, ranker,
                                                instruction, progress=True)
         return click.echo(f"{written} titles written to {output_path} ({skipped} already there)")
-    if stream and options.streams:
+    if stream and options.streams and yours is None:
         for shown in source.stream(abstract, options, instruction):
             click.echo("\r" + shown, nl=False)
         return click.echo()
     from chatgentitle.generate import titles
 
-    click.echo(batch.describe(titles(source, [abstract], options, ranker, instruction)[0], as_json))
+    click.echo(batch.describe(titles(source, [abstract], options, ranker, instruction, yours=yours)[0], as_json))
 
 
 @cli.command()
@@ -247,9 +252,9 @@ def label(data_path, held_out, output_path, max_papers, batch_size, label_by, **
 @click.option("--format", "out_format", type=click.Choice(["hf", "gguf"]), default="hf", show_default=True,
               help="hf: a Hugging Face checkpoint (transformers, vLLM); gguf: one file for llama.cpp, Ollama, "
                    "LM Studio.")
-@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+@click.option("--dtype", type=click.Choice([d for d in DTYPES if d != "auto"]), default="fp32", show_default=True,
               help="Weights of the hf checkpoint.")
-@click.option("--outtype", type=click.Choice(["f16", "q8_0", "f32"]), default="f16", show_default=True,
+@click.option("--outtype", type=click.Choice(OUTTYPES), default="f16", show_default=True,
               help="Weights of the GGUF file: q8_0 is half the size of f16.")
 def export(run_dir, out_dir, out_format, dtype, outtype):
     """Merge an adapter into its base model: a plain HF checkpoint (plus the adapter alone in adapter/),

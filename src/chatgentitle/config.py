@@ -18,7 +18,10 @@ from pathlib import Path
 import yaml
 
 from chatgentitle.errors import OptionError
+from chatgentitle.prompt import TRAIN_TEMPLATE
 
+DTYPES = ("auto", "bf16", "fp16", "fp32")  # auto: bf16 where the CPU/GPU computes it natively (modeling)
+QUANTIZATIONS = ("8bit", "4bit")  # bitsandbytes, CUDA only
 DEFAULT_BASE = "smollm2-135m"  # SmolLM2-135M-Instruct, packaged as a GGUF wheel (modeling.BUILTIN_BASES)
 
 
@@ -39,14 +42,33 @@ def split_csv(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
+def check_precision(dtype: str, quantize: str | None) -> None:
+    """OptionError unless dtype is one of DTYPES and quantize None or one of QUANTIZATIONS."""
+    if dtype not in DTYPES:
+        raise OptionError(f"dtype must be {', '.join(DTYPES)}, not {dtype!r}")
+    if quantize not in (None, *QUANTIZATIONS):
+        raise OptionError(f"quantize must be {' or '.join(QUANTIZATIONS)}, not {quantize!r}")
+
+
 def bounds(cls, name: str) -> tuple:
     """The (low, high) bound of a dataclass field: what every front end derives its limits from."""
     return cls.__dataclass_fields__[name].metadata["range"]
 
 
+def phrase_limits(cls, name: str) -> tuple[int, int]:
+    """(most phrases, most characters per phrase) of a phrases field."""
+    return cls.__dataclass_fields__[name].metadata["phrases"]
+
+
 def _bounded(default, low, high):
-    """A field whose value must lie in [low, high]: the bound every front end enforces and shows."""
+    """A field whose value must lie in [low, high] (or be None when that is its default): the bound every
+    front end enforces and shows."""
     return field(default=default, metadata={"range": (low, high)})
+
+
+def _phrases(most: int, chars: int):
+    """A field of up to `most` phrases of 1 to `chars` characters each (a repeatable flag, a JSON array)."""
+    return field(default=(), metadata={"phrases": (most, chars)})
 
 
 class DecodingMode(enum.Enum):
@@ -57,6 +79,7 @@ class DecodingMode(enum.Enum):
     BEAM_SEARCH = "beam_search"  # the shared-prefill search (decoding.beam_search)
     CONSTRAINED_BEAM_SEARCH = "constrained_beam_search"  # with no_repeat_ngram_size: transformers' search
     CONSENSUS = "consensus"  # beams + samples of every model, the candidate that agrees most
+    STEERED = "steered_beam_search"  # phrases that must appear, a target length (steering.steered_search)
 
     @property
     def uses_members(self) -> bool:
@@ -101,6 +124,12 @@ class GenerationOptions:
     """Never repeat a sequence of this many tokens within a title (0: off)."""
     num_candidates: int = _bounded(1, 1, 8)
     """Distinct titles to return per abstract (beam search or sampling provide them)."""
+    include: tuple[str, ...] = _phrases(5, 100)
+    """Phrases every title must contain, as whole words (case-insensitive; written as given), by
+    lexically constrained beam search. Up to 5 phrases of up to 100 characters that fit in
+    max_new_tokens together."""
+    words: int | None = _bounded(None, 3, 30)
+    """Target title length in words (soft: titles closer to it score better in the beam search)."""
 
     @classmethod
     def overrides(cls, pairs: list[str]) -> dict:
@@ -119,16 +148,29 @@ class GenerationOptions:
 
     def __post_init__(self):
         for f in fields(self):
-            if "range" in f.metadata:
+            value = getattr(self, f.name)
+            if "range" in f.metadata and not (value is None and f.default is None):
                 low, high = f.metadata["range"]
-                if not low <= getattr(self, f.name) <= high:
+                if not low <= value <= high:
                     raise OptionError(f"{f.name} must be between {low} and {high}")
+        self.include = tuple(self.include)
+        most, chars = phrase_limits(type(self), "include")
+        if len(self.include) > most:
+            raise OptionError(f"include: at most {most} phrases, {len(self.include)} given")
+        for phrase in self.include:
+            if not phrase.strip() or len(phrase) > chars:
+                raise OptionError(f"include: a phrase has 1 to {chars} characters, {phrase[:20]!r} has {len(phrase)}")
+        if (self.include or self.words) and (self.do_sample or self.no_repeat_ngram_size or self.consensus):
+            raise OptionError("include and words steer the beam search: not with do_sample, "
+                              "no_repeat_ngram_size or consensus")
 
     @property
     def mode(self) -> DecodingMode:
         """The one place that turns these options into a way of decoding; every front end asks it."""
         if self.do_sample:
             return DecodingMode.SAMPLE
+        if self.include or self.words:
+            return DecodingMode.STEERED
         if self.no_repeat_ngram_size:
             return DecodingMode.CONSTRAINED_BEAM_SEARCH if self.beams > 1 else DecodingMode.GREEDY
         if self.consensus:
@@ -141,15 +183,20 @@ class GenerationOptions:
         return self.mode in (DecodingMode.GREEDY, DecodingMode.SAMPLE) and self.num_candidates == 1
 
     @property
+    def pool(self) -> int:
+        """Titles decoded to show num_candidates of them. For several, four times as many: near-copies are
+        dropped and the shown ones spread over the pool (generate.candidates); beam search fills it with 2n
+        beams and 2n samples (decoding.decode), sampling with 4n samples."""
+        return 4 * self.num_candidates if self.num_candidates > 1 else 1
+
+    @property
     def beams(self) -> int:
-        """Beam width without sampling: several candidates come from the beams (twice as many are asked
-        for, as near-duplicates are dropped after cleaning)."""
-        return max(self.num_beams, 2 * self.num_candidates if self.num_candidates > 1 else 1)
+        """Beam width without sampling: several candidates come from 2n beams."""
+        return max(self.num_beams, self.pool // 2)
 
     def generate_kwargs(self) -> dict:
         """transformers' generate() arguments (greedy, sampling, beams with no_repeat_ngram_size)."""
-        # Ask for twice the candidates: near-duplicates are dropped after cleaning.
-        wanted = 2 * self.num_candidates if self.num_candidates > 1 else 1
+        wanted = self.pool
         kwargs = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty,
                   "do_sample": self.do_sample, "num_beams": self.num_beams}
         if self.no_repeat_ngram_size:
@@ -214,7 +261,7 @@ class TrainConfig:
     """DPO: the weight of the log-probability ratios; higher keeps the model closer to where it started."""
     dpo_nll_weight: float = 0.0
     """DPO: add this times the preferred titles' cross-entropy (RPO), which keeps their likelihood up."""
-    prompt_template: str = "alpaca"
+    prompt_template: str = TRAIN_TEMPLATE
     """Packaged template name (alpaca, compact, chat) or a template JSON file; saved with the adapter."""
     max_steps: int = -1
     """Stop after this many optimizer steps (-1: run num_epochs)."""
@@ -257,8 +304,7 @@ class TrainConfig:
             raise OptionError("batch_size must be >= micro_batch_size >= 1")
         if self.cutoff_len < 16:
             raise OptionError("cutoff_len must be at least 16 tokens")
-        if self.quantize not in (None, "8bit", "4bit"):
-            raise OptionError("quantize must be 8bit or 4bit")
+        check_precision(self.dtype, self.quantize)
         if self.skip_examples < 0:
             raise OptionError("skip_examples must be >= 0")
         if self.keep_best not in (None, "rouge", "loss"):

@@ -230,6 +230,28 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, num_
     return [samples[i:i + n] for i in range(0, batch * n, n)]
 
 
+@torch.inference_mode()
+def title_log_probs(model, prompt: list[int], titles: list[list[int]], pad_token_id: int) -> list[float]:
+    """Each title's mean log-probability per token after the prompt (its token ids, EOS included): how
+    likely the model finds a title of its own or the author's, on one scale. The prompt is encoded once
+    and its cache shared by the titles, which then run as one right-padded batch."""
+    device = next(model.parameters()).device
+    ids, width = torch.tensor([prompt], device=device), max(map(len, titles))
+    logits, cache, cache_arg, _ = _prefill(model, ids, torch.ones_like(ids), width)  # predicts each first token
+    cache.batch_repeat_interleave(len(titles))
+    padded = torch.tensor([t + [pad_token_id] * (width - len(t)) for t in titles], device=device)
+    lengths = torch.tensor([len(t) for t in titles], device=device)
+    mask = torch.cat([torch.ones(len(titles), len(prompt), dtype=torch.long, device=device),
+                      (torch.arange(width, device=device) < lengths[:, None]).long()], dim=1)
+    positions = (len(prompt) + torch.arange(width - 1, device=device)).expand(len(titles), -1)
+    # the title's tokens but the last, after the prompt: their logits predict the title's next tokens
+    rest = model(input_ids=padded[:, :-1], attention_mask=mask[:, :-1], position_ids=positions, use_cache=True,
+                 **{cache_arg: cache}).logits if width > 1 else logits.new_zeros(len(titles), 0, logits.shape[-1])
+    predicted = torch.cat([logits.expand(len(titles), -1)[:, None], rest], dim=1)
+    chosen = torch.log_softmax(predicted.float(), dim=-1).gather(-1, padded[..., None]).squeeze(-1)
+    return [chosen[i, :n].mean().item() for i, n in enumerate(lengths.tolist())]
+
+
 def _going(ended: torch.Tensor, owner: torch.Tensor, shared: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The rows that decode on (indices into the current rows) and, with a shared prompt cache, the
     abstracts they belong to (indices into the current abstracts; None without one). A shared cache
@@ -256,17 +278,22 @@ def decode(models: list, tokenizer, input_ids: torch.Tensor, attention_mask: tor
     if mode is DecodingMode.CONSENSUS:
         pools = [[] for _ in range(input_ids.shape[0])]
         for model in models:
-            # one prefill for the beams and the samples, when the search leaves the prompt cache as it is
-            prefill = _prefill(model, input_ids, attention_mask, options.max_new_tokens)
-            beams = _beams(model, input_ids, attention_mask, options.num_beams, options, eos, should_stop,
-                           prefill if prefill.shared else None)
-            drawn = sample(model, input_ids, attention_mask, num_samples=options.consensus,
-                           max_new_tokens=options.max_new_tokens, eos_token_id=eos, should_stop=should_stop,
-                           prefill=prefill)
-            for pool, found, more in zip(pools, beams, drawn, strict=True):
-                pool.extend(found + more)
+            found = _beams_and_samples(model, input_ids, attention_mask, options, options.consensus, eos,
+                                       should_stop)
+            for pool, more in zip(pools, found, strict=True):
+                pool.extend(more)
+    elif mode is DecodingMode.BEAM_SEARCH and options.num_candidates > 1:  # beams, then samples: alternatives
+        pools = _beams_and_samples(models[0], input_ids, attention_mask, options, options.pool // 2, eos,
+                                       should_stop)
     elif mode is DecodingMode.BEAM_SEARCH:
         pools = _beams(models[0], input_ids, attention_mask, options.beams, options, eos, should_stop)
+    elif mode is DecodingMode.STEERED:
+        from chatgentitle.steering import Steering, steered_search
+
+        pools = steered_search(models[0], input_ids, attention_mask, Steering(tokenizer, options),
+                               num_beams=options.beams, max_new_tokens=options.max_new_tokens, eos_token_id=eos,
+                               repetition_penalty=options.repetition_penalty,
+                               length_penalty=options.length_penalty, should_stop=should_stop)
     else:  # greedy, sampling and beams without repeated n-grams: transformers' generate
         return _generate(models[0], tokenizer, input_ids, attention_mask, options, should_stop)
     return [[tokenizer.decode(seq, skip_special_tokens=True) for seq in pool] for pool in pools]
@@ -289,6 +316,18 @@ def stream(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tens
     thread.start()
     yield from streamer
     thread.join()
+
+
+def _beams_and_samples(model, input_ids, attention_mask, options: GenerationOptions, num_samples: int,
+                       eos_token_id: int, should_stop) -> list[list[list[int]]]:
+    """Each prompt's beams (best first), then num_samples epsilon samples, from one prefill when the search
+    leaves the prompt cache as it is."""
+    prefill = _prefill(model, input_ids, attention_mask, options.max_new_tokens)
+    beams = _beams(model, input_ids, attention_mask, options.beams, options, eos_token_id, should_stop,
+                   prefill if prefill.shared else None)
+    drawn = sample(model, input_ids, attention_mask, num_samples=num_samples, max_new_tokens=options.max_new_tokens,
+                   eos_token_id=eos_token_id, should_stop=should_stop, prefill=prefill)
+    return [found + more for found, more in zip(beams, drawn, strict=True)]
 
 
 def _beams(model, input_ids, attention_mask, num_beams: int, options: GenerationOptions, eos_token_id: int,

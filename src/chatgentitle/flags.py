@@ -40,6 +40,9 @@ def dataclass_flags(cls, skip: tuple[str, ...] = (), only: tuple[str, ...] | Non
             if types[option.name] is bool:
                 func = click.option(f"{flag}/--no-{flag[2:]}", option.name, **extra)(func)
                 continue
+            if "phrases" in option.metadata:  # repeatable: --include A --include "B C"
+                func = click.option(flag, option.name, multiple=True, help=extra["help"])(func)
+                continue
             kind = _KINDS.get(types[option.name], str)  # str, lists (comma-separated), optional paths: text
             if "range" in option.metadata:
                 low, high = option.metadata["range"]

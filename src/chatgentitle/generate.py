@@ -22,8 +22,16 @@ from typing import Protocol
 from chatgentitle.config import DEFAULT_BASE, DecodingMode, GenerationOptions
 from chatgentitle.errors import OptionError
 from chatgentitle.modeling import ModelError
-from chatgentitle.prompt import PromptTemplate, clean_title, encode_prompt
-from chatgentitle.ranking import Candidate, Ranker, consensus_titles, pick_titles, words
+from chatgentitle.prompt import (
+    PROMPT_TOKENS,
+    SERVED_TEMPLATE,
+    ZERO_SHOT_TEMPLATE,
+    PromptTemplate,
+    clean_title,
+    encode_prompt,
+    prompt_room,
+)
+from chatgentitle.ranking import Candidate, Ranker, consensus_titles, pick_titles, spread, words
 from chatgentitle.run import RunDir
 
 
@@ -43,12 +51,14 @@ class TitleSource(Protocol):
 
     def generate(self, abstracts: list[str], options: GenerationOptions | None = None,
                  instruction: str | None = None, should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
-        """Distinct candidate titles per abstract, best first. `should_stop` is asked between decoding
-        steps: when it says yes, decoding ends there."""
+        """Distinct candidate titles per abstract, best first: one for num_candidates 1; for more, a pool of up
+        to `options.pool` that `titles()` chooses the shown ones from. `should_stop` is asked between
+        decoding steps: when it says yes, decoding ends there."""
 
     def complete(self, prompts: list[str], options: GenerationOptions | None = None,
                  should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
-        """The same for whole prompts in the model's template (what OpenAI completions clients send)."""
+        """At most num_candidates titles for whole prompts in the model's template (what OpenAI completions
+        clients send)."""
 
     def stream(self, abstract: str, options: GenerationOptions | None = None, instruction: str | None = None,
                should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
@@ -57,21 +67,59 @@ class TitleSource(Protocol):
     def count_tokens(self, text: str, as_prompt: bool = False) -> int:
         """Tokens of a title, or of the whole prompt made from an abstract (as_prompt), for usage counts."""
 
+    def log_probs(self, abstract: str, titles: list[str], instruction: str | None = None) -> list[float]:
+        """Each title's mean log-probability per token under the model, after this abstract's prompt."""
+
 
 def titles(source: TitleSource, abstracts: list[str], options: GenerationOptions | None = None,
            ranker: Ranker | None = None, instruction: str | None = None,
-           should_stop: Callable[[], bool] | None = None) -> list[list[Candidate]]:
+           should_stop: Callable[[], bool] | None = None, yours: str | None = None) -> list[list[Candidate]]:
     """The one titling step of every front end: candidates from the source, ranked by `ranker` when
-    there are several to choose from or known titles to check; the first of each list is the title."""
+    there are several to choose from or known titles to check; the first of each list is the title.
+    `yours`: the author's title, judged beside the candidates (for one abstract): it ends the list,
+    marked `yours`, and every title of the list has the model's log_prob (Verdict.of_pool reads it)."""
+    if yours is not None and len(abstracts) != 1:
+        raise OptionError("an author's title is judged for one abstract at a time")
+    options = options or GenerationOptions()
     found = source.generate(abstracts, options, instruction, should_stop=should_stop)
-    return [candidates(abstract, titles, ranker) for abstract, titles in zip(abstracts, found, strict=True)]
+    shown = [candidates(abstract, titles, ranker, options.num_candidates)
+             for abstract, titles in zip(abstracts, found, strict=True)]
+    return shown if yours is None else [judged(source, abstracts[0], shown[0], yours, ranker, instruction)]
 
 
-def candidates(abstract: str, found: list[str], ranker: Ranker | None = None) -> list[Candidate]:
+def candidates(abstract: str, found: list[str], ranker: Ranker | None = None, shown: int | None = None
+               ) -> list[Candidate]:
+    """`shown` of the found titles (a source's pool, best first) as candidates, ranked when there is
+    something to rank. The first is the best-ranked of the source's `shown` first titles; each next one
+    is the best-ranked of the rest after discounting its likeness (ROUGE-L) to those already chosen
+    (maximal marginal relevance), so that the list spreads over real alternatives."""
+    shown = shown or len(found)
+    ranked = _ranked(abstract, found, ranker)  # a title's rank score does not depend on the others
+    if len(found) <= shown:
+        return ranked
+    first = next(c for c in ranked if c.title in found[:shown])
+    return spread(first, [c for c in ranked if c is not first], shown)
+
+
+def _ranked(abstract: str, found: list[str], ranker: Ranker | None) -> list[Candidate]:
     """Found titles as candidates, ranked when there is something to rank."""
     if ranker and (len(found) > 1 or ranker.known is not None):
         return ranker.rank(abstract, found)
     return [Candidate(title, words=len(words(title))) for title in found]
+
+
+def judged(source: TitleSource, abstract: str, pool: list[Candidate], yours: str, ranker: Ranker | None = None,
+           instruction: str | None = None) -> list[Candidate]:
+    """The candidates, then the author's title; each with the model's log-probability."""
+    yours = " ".join(yours.split())
+    if not yours:
+        raise OptionError("the title to judge is empty")
+    mine = ranker.rank(abstract, [yours])[0] if ranker else Candidate(yours, words=len(words(yours)))
+    pool.append(replace(mine, yours=True))
+    for candidate, log_prob in zip(pool, source.log_probs(abstract, [c.title for c in pool], instruction),
+                                   strict=True):
+        candidate.log_prob = round(log_prob, 4)
+    return pool
 
 
 def _ready(model, device: str, quantize: str | None):
@@ -112,7 +160,7 @@ def _load_members(folders: list[Path], base_model: str, dtype, device: str, quan
 class TitleGenerator:
     """Base model (+ LoRA adapter) + prompt template -> titles."""
 
-    def __init__(self, model, tokenizer, template: PromptTemplate, max_prompt_tokens: int = 512,
+    def __init__(self, model, tokenizer, template: PromptTemplate, max_prompt_tokens: int = PROMPT_TOKENS,
                  name: str = "model", adapter: str | None = None, lock: threading.Lock | None = None,
                  members: Callable[[], list] | list | tuple = ()):
         self.model = model
@@ -147,7 +195,7 @@ class TitleGenerator:
     def default_template() -> PromptTemplate:
         """The packaged default adapter's prompt (what a server of that adapter expects)."""
         folder = default_adapter_dir()
-        return RunDir(folder).describe().template if folder else PromptTemplate.load("compact")
+        return RunDir(folder).describe().template if folder else PromptTemplate.load(SERVED_TEMPLATE)
 
     @classmethod
     def load(
@@ -168,14 +216,14 @@ class TitleGenerator:
         from chatgentitle.modeling import load_base, pick_device, resolve_dtype, with_adapter
 
         adapter = Path(run_dir) if run_dir else (None if base_model else default_adapter_dir())
-        cutoff = 512
+        cutoff = PROMPT_TOKENS
         if adapter:
             info = RunDir(adapter).describe()
             template, cutoff = info.template, info.cutoff_len
             base_model = base_model or info.base_model
         else:
             base_model = base_model or DEFAULT_BASE
-            template = PromptTemplate.load(prompt_template or "chat")
+            template = PromptTemplate.load(prompt_template or ZERO_SHOT_TEMPLATE)
         if prompt_template and adapter:
             template = PromptTemplate.load(prompt_template)
         device = pick_device(device)
@@ -194,7 +242,7 @@ class TitleGenerator:
         model = _ready(model, device, quantize)
         # the packaged default adapter answers as "chatgentitle" (its model id in the OpenAI API)
         name = Path(run_dir).name if run_dir else ("chatgentitle" if adapter else f"{base_model} (zero-shot)")
-        return cls(model, tokenizer, template, max_prompt_tokens=max(64, cutoff), name=name, members=members)
+        return cls(model, tokenizer, template, max_prompt_tokens=prompt_room(cutoff), name=name, members=members)
 
     @classmethod
     def load_many(cls, runs: dict[str, str | Path | None], *, device: str = "auto",
@@ -214,7 +262,7 @@ class TitleGenerator:
         for name, folder in dirs.items():  # unmerged: each request picks its adapter
             model = with_adapter(model, folder, name)
         model, lock = _ready(model, device, None), threading.Lock()
-        return [cls(model, tokenizer, infos[name].template, max(64, infos[name].cutoff_len), name=name,
+        return [cls(model, tokenizer, infos[name].template, prompt_room(infos[name].cutoff_len), name=name,
                     adapter=name, lock=lock,
                     members=partial(_load_members, _members_of(dirs[name], bases[0]), bases[0], dtype, device))
                 for name in dirs]
@@ -235,7 +283,8 @@ class TitleGenerator:
         """Titles for whole prompts (OpenAI completions), encoded as they are; their end is kept, where
         the title starts."""
         encoded = [self.tokenizer(text)["input_ids"][-self.max_prompt_tokens:] for text in prompts]
-        return self._titles(encoded, options or GenerationOptions(), should_stop)
+        options = options or GenerationOptions()
+        return [found[:options.num_candidates] for found in self._titles(encoded, options, should_stop)]
 
     def stream(self, abstract: str, options: GenerationOptions | None = None, instruction: str | None = None,
                should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
@@ -260,6 +309,17 @@ class TitleGenerator:
         options = replace(options or GenerationOptions(), num_candidates=1)
         return [titles[0] for titles in self.generate(abstracts, options, instruction)]
 
+    def log_probs(self, abstract: str, titles: list[str], instruction: str | None = None) -> list[float]:
+        """Each title's mean log-probability per token (EOS included) after this abstract's prompt, as the
+        model was trained to write it: the scale on which `--title` compares the author's title."""
+        from chatgentitle.decoding import title_log_probs
+
+        prompt = encode_prompt(self.template, self.tokenizer, abstract, instruction, self.max_prompt_tokens)
+        encoded = [self.tokenizer(self.template.title_prefix + t.strip(), add_special_tokens=False)["input_ids"]
+                   + [self.tokenizer.eos_token_id] for t in titles]
+        with self._holding_model():
+            return title_log_probs(self.model, prompt, encoded, self.tokenizer.pad_token_id)
+
     def encode(self, abstracts: list[str], instruction: str | None = None):
         """The left-padded input ids and attention mask of these abstracts' prompts (what decoding.decode
         takes); each abstract is shortened so that its prompt fits max_prompt_tokens."""
@@ -274,8 +334,9 @@ class TitleGenerator:
         models = [self.model, *(self.members if options.mode.uses_members else ())]
         with self._holding_model():
             texts = decode(models, self.tokenizer, *self._tensors(prompts), options, should_stop)
-        choose = consensus_titles if options.mode is DecodingMode.CONSENSUS else pick_titles
-        return [choose(found, options.num_candidates) for found in texts]
+        if options.mode is DecodingMode.CONSENSUS:
+            return [consensus_titles(found, options.num_candidates) for found in texts]
+        return [pick_titles(found, options.pool, options.include) for found in texts]
 
     def _tensors(self, prompts: list[list[int]]):
         """Left-padded input ids and attention mask: every prompt ends at the column where decoding starts."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import platformdirs
 
+from chatgentitle.config import DTYPES
 from chatgentitle.errors import ChatGenTitleError
 from chatgentitle.records import atomic_dir
 from chatgentitle.run import RunDir
@@ -133,7 +134,7 @@ def resolve_dtype(dtype: str, device: str):
     try:
         return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     except KeyError:
-        raise ModelError(f"unknown dtype {dtype!r}: use auto, bf16, fp16 or fp32") from None
+        raise ModelError(f"unknown dtype {dtype!r}: use {', '.join(DTYPES)}") from None
 
 
 def load_tokenizer(base: str):

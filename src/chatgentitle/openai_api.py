@@ -15,16 +15,18 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from chatgentitle.api import ROUTE_ERRORS, answer, responses, served_model
+from chatgentitle.api import ROUTE_ERRORS, STEERING, answer, responses, served_model, steering_excludes
 from chatgentitle.batcher import HOLDS_TEXT, MAX_ABSTRACT_CHARS, MAX_ABSTRACTS, MAX_INSTRUCTION_CHARS, TitleService
-from chatgentitle.config import GenerationOptions, bounds
+from chatgentitle.config import GenerationOptions, bounds, field_docs, phrase_limits
 
 _N, _TOKENS = bounds(GenerationOptions, "num_candidates"), bounds(GenerationOptions, "max_new_tokens")
 _TEMPERATURE, _TOP_P = bounds(GenerationOptions, "temperature"), bounds(GenerationOptions, "top_p")
+_WORDS, _PHRASES = bounds(GenerationOptions, "words"), phrase_limits(GenerationOptions, "include")
 
 MAX_PROMPT_CHARS = MAX_ABSTRACT_CHARS + 2000  # the abstract's bound plus a template
 Prompt = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=HOLDS_TEXT)]
 Text = Annotated[str, StringConstraints(max_length=MAX_ABSTRACT_CHARS)]
+Phrase = Annotated[str, StringConstraints(min_length=1, max_length=_PHRASES[1], pattern=HOLDS_TEXT)]
 AbstractText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ABSTRACT_CHARS, pattern=HOLDS_TEXT)]
 ERRORS = responses(*ROUTE_ERRORS)
 SSE_EVENT = {"type": "object", "required": ["data"],  # each event: a JSON chunk, then "[DONE]"
@@ -50,9 +52,10 @@ class ChatMessage(BaseModel):
 
 
 class OpenAIRequest(BaseModel):
-    """What OpenAI completion and chat requests share."""
+    """What OpenAI completion and chat requests share (and our extensions: include, words)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"allOf": steering_excludes(
+        STEERING, {"temperature": {"type": "number", "exclusiveMinimum": 0}})})
 
     model: str
     n: int = Field(1, ge=_N[0], le=_N[1], description="Titles to return (distinct candidates).")
@@ -66,18 +69,24 @@ class OpenAIRequest(BaseModel):
     top_p: float | None = Field(None, ge=_TOP_P[0], le=_TOP_P[1])
     stream: bool = False
     stream_options: dict | None = None
+    include: list[Phrase] = Field([], max_length=_PHRASES[0], description="Extension (ChatGenTitle): "
+                                  + field_docs(GenerationOptions)["include"])
+    words: int | None = Field(None, ge=_WORDS[0], le=_WORDS[1], description="Extension (ChatGenTitle): "
+                              + field_docs(GenerationOptions)["words"])
 
     @model_validator(mode="after")
     def sampling_temperature(self):
         if self.temperature and self.temperature < _TEMPERATURE[0]:
             raise ValueError(f"temperature is 0 (the default decoding) or from {_TEMPERATURE[0]} to "
                              f"{_TEMPERATURE[1]} (sampling)")
+        self.generation_options()  # include and words need the beam search: an OptionError is a 422
         return self
 
     def generation_options(self) -> GenerationOptions:
         """Our options for this request; out-of-bounds values were refused (422) above, as on /v1/titles."""
         wanted = self.max_completion_tokens or self.max_tokens or GenerationOptions.max_new_tokens
-        options = {"num_candidates": self.n, "max_new_tokens": wanted}
+        options = {"num_candidates": self.n, "max_new_tokens": wanted, "include": tuple(self.include),
+                   "words": self.words}
         if self.temperature:  # sampling, as a client asking for a temperature expects
             options.update(do_sample=True, temperature=self.temperature, top_p=self.top_p or 1.0)
         return GenerationOptions(**options)

@@ -21,6 +21,17 @@ SEED_INSTRUCTION = (
     "based on other authors' descriptions of their abstracts."
 )
 PROMPT_FILE = "prompt.json"
+# The defaults, each said once. A template is a name (templates/*.json) or a file.
+TRAIN_TEMPLATE = "alpaca"  # `train`'s, and a run dir's without prompt.json: alpaca-lora's prompt
+SERVED_TEMPLATE = "compact"  # the packaged adapter's: what an engine serving it (remote) expects
+ZERO_SHOT_TEMPLATE = "chat"  # a base model without an adapter answers in its own chat template
+PROMPT_TOKENS = 512  # the prompt's room when a run dir does not give its cutoff_len
+
+
+def prompt_room(cutoff_len: int) -> int:
+    """Tokens a prompt may take at inference for a model trained with this cutoff_len (at least 64, so
+    that an abstract always has room beside the instruction)."""
+    return max(64, cutoff_len)
 IGNORE_INDEX = -100  # label value that the loss skips (torch CrossEntropyLoss default)
 
 

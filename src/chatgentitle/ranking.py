@@ -109,6 +109,39 @@ class Candidate:
     cliches: list[str] = field(default_factory=list)
     known_match: str | None = None
     """The known paper title this one duplicates (exactly or nearly), if any."""
+    log_prob: float | None = None
+    """The model's mean log-probability per token of this title (None: not asked for; see Verdict)."""
+    yours: bool = False
+    """The author's own title, added to the pool to be judged (`--title`)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Verdict:
+    """How the author's title compares with the model's candidates (`generate --title`, the API's `title`)."""
+
+    title: str
+    log_prob: float
+    """The model's mean log-probability per token of the author's title (its candidates' scale)."""
+    rank: int
+    """1 + the number of candidates the model finds more likely."""
+    of: int
+    """Titles compared: the candidates and the author's."""
+    better: list[str]
+    """The candidates the model finds more likely, most likely first."""
+    score: float | None = None
+    """The ranker's score of the author's title, on the candidates' `score` scale (None: no ranker)."""
+
+    @classmethod
+    def of_pool(cls, pool: list[Candidate]) -> Verdict | None:
+        """The verdict on the author's title in a judged pool (None when the pool holds none)."""
+        yours = next((c for c in pool if c.yours), None)
+        if yours is None:
+            return None
+        better = sorted((c for c in pool if not c.yours and c.log_prob > yours.log_prob), key=lambda c: -c.log_prob)
+        return cls(yours.title, yours.log_prob, len(better) + 1, len(pool), [c.title for c in better], yours.score)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -162,25 +195,53 @@ class Ranker:
 ARTICLES = frozenset({"a", "an", "the"})
 
 
+def contains(title: str, phrase: str) -> bool:
+    """Whether `title` holds `phrase` as whole words, case-insensitively (any run of spaces between words)."""
+    pattern = r"\s+".join(map(re.escape, phrase.split()))
+    return re.search(rf"(?<!\w){pattern}(?!\w)", title, re.IGNORECASE) is not None
+
+
 def copy_key(title: str) -> str:
     """What two titles that differ only in case, articles, hyphens or punctuation share: such a pair is
     one title, not two options."""
     return " ".join(w for w in words(title) if w not in ARTICLES)
 
 
-def pick_titles(texts: list[str], num_candidates: int) -> list[str]:
+def pick_titles(texts: list[str], num_candidates: int, include: tuple[str, ...] = ()) -> list[str]:
     """Distinct cleaned titles from decoded candidates (best first), at most num_candidates, never none;
-    a title that differs from an earlier one only in case, articles or punctuation is dropped."""
+    a title that differs from an earlier one only in case, articles or punctuation is dropped, and so is
+    one that lacks a phrase of `include` (whole words, any case)."""
     seen, titles = set(), []
     for text in texts:
         title = clean_title(text)
         key = copy_key(title)
-        if title and key not in seen:
+        if title and key not in seen and all(contains(title, phrase) for phrase in include):
             seen.add(key)
             titles.append(title)
     # beam search can loop ("L-RAPM: L-RAPM: ..."); a later beam that does not is preferred
     titles.sort(key=has_repeated_bigram)  # stable: the model's order otherwise
     return titles[:num_candidates] or [""]
+
+
+DIVERSITY = 5.0  # spread: 0.2 less ROUGE-L with the titles shown outweighs the whole pool's range of rank
+
+
+def spread(first: Candidate, rest: list[Candidate], count: int, weight: float = DIVERSITY) -> list[Candidate]:
+    """`first`, then up to count-1 of `rest` (best first) by maximal marginal relevance: each time the one
+    with the best relevance (1 for the first of `rest` down to 0 for its last) minus `weight` times its
+    highest ROUGE-L with a title already chosen."""
+    scorer = _rouge_l(_CachedTokenizer())
+    relevance = {id(c): 1 - i / max(1, len(rest) - 1) for i, c in enumerate(rest)}
+    chosen, left = [first], list(rest)
+    while left and len(chosen) < count:
+        def value(candidate):
+            likeness = max(scorer.score(c.title, candidate.title)["rougeL"].fmeasure for c in chosen)
+            return relevance[id(candidate)] - weight * likeness
+
+        best = max(left, key=value)
+        chosen.append(best)
+        left.remove(best)
+    return chosen
 
 
 def consensus_titles(texts: list[str], num_candidates: int) -> list[str]:

@@ -23,7 +23,7 @@ import httpx
 from chatgentitle.config import GenerationOptions
 from chatgentitle.errors import ChatGenTitleError
 from chatgentitle.http_client import GiveUp, HttpClient, user_agent
-from chatgentitle.prompt import PromptTemplate
+from chatgentitle.prompt import SERVED_TEMPLATE, PromptTemplate
 from chatgentitle.ranking import pick_titles
 
 API_KEY_ENV = "CHATGENTITLE_ENDPOINT_KEY"  # or OPENAI_API_KEY
@@ -42,7 +42,7 @@ class RemoteTitles:
         self.endpoint = endpoint.rstrip("/")
         self.name = model
         self.chat = chat
-        self.template = template or PromptTemplate.load("compact")
+        self.template = template or PromptTemplate.load(SERVED_TEMPLATE)
         self.concurrency = concurrency
         key = api_key or os.environ.get(API_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
         headers = {"User-Agent": user_agent("title generation")} | ({"Authorization": f"Bearer {key}"} if key else {})
@@ -75,6 +75,10 @@ class RemoteTitles:
 
     def count_tokens(self, text: str, as_prompt: bool = False) -> int:
         return len(text.split())  # the server's tokenizer is not ours; words are an honest proxy
+
+    def log_probs(self, abstract: str, titles: list[str], instruction: str | None = None) -> list[float]:
+        raise RemoteError("judging a title needs the model's log-probabilities of given text, which an "
+                          "OpenAI-compatible endpoint does not give: run the model in process")
 
     # ------------------------------------------------------------------ HTTP
     def _map(self, request, texts: list[str]) -> list[list[str]]:
@@ -119,7 +123,8 @@ def _json(response: httpx.Response, path: str) -> dict:
 
 # What an OpenAI-compatible endpoint cannot be asked for: it decodes greedily, or samples (temperature,
 # top_p), with n candidates; these options of ours have no field in that API.
-NOT_ON_ENDPOINTS = {"num_beams": 1, "consensus": 0, "top_k": None, "no_repeat_ngram_size": 0, "length_penalty": None}
+NOT_ON_ENDPOINTS = {"num_beams": 1, "consensus": 0, "top_k": None, "no_repeat_ngram_size": 0, "length_penalty": None,
+                    "include": (), "words": None}
 
 
 def refuse_unsupported(given: dict) -> None:

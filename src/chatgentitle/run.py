@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from chatgentitle.errors import ChatGenTitleError
-from chatgentitle.prompt import PROMPT_FILE, PromptTemplate
+from chatgentitle.prompt import PROMPT_FILE, PROMPT_TOKENS, TRAIN_TEMPLATE, PromptTemplate
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -84,8 +84,8 @@ class RunDir:
         base = config.get("base_model") or json.loads((self.path / ADAPTER_CONFIG).read_text())[
             "base_model_name_or_path"]
         has_prompt = (self.path / PROMPT_FILE).is_file()
-        template = PromptTemplate.load(self.path if has_prompt else config.get("prompt_template", "alpaca"))
-        return RunInfo(base, template, int(config.get("cutoff_len", 512)))
+        template = PromptTemplate.load(self.path if has_prompt else config.get("prompt_template", TRAIN_TEMPLATE))
+        return RunInfo(base, template, int(config.get("cutoff_len", PROMPT_TOKENS)))
 
     def members(self) -> list[RunDir]:
         """The other adapters of an ensemble run (ensemble/NAME/), by name; [] for a single adapter."""
@@ -97,6 +97,11 @@ class RunDir:
         if not self.metrics.is_file():
             return []
         return [json.loads(line) for line in self.metrics.read_text().splitlines() if line]
+
+    @staticmethod
+    def kept_step(rows: list[dict]) -> dict | None:
+        """The eval step whose adapter --keep-best kept ({"step", metric}), from metrics.jsonl's last summary."""
+        return next((r["summary"].get("kept") for r in reversed(rows) if "summary" in r), None)
 
     def last_checkpoint(self) -> str | None:
         """Newest checkpoint-N whose trainer_state.json (written last by Trainer) is readable.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from chatgentitle.config import check_precision
 from chatgentitle.errors import ChatGenTitleError
 
 DEFAULT_MODEL = "default"  # the packaged adapter, wherever a run dir is asked for
@@ -50,10 +51,7 @@ class SourceSpec:
     """Merge the adapter into the base model (faster decoding)."""
 
     def __post_init__(self):
-        if self.dtype not in ("auto", "bf16", "fp16", "fp32"):
-            raise SourceError(f"dtype must be auto, bf16, fp16 or fp32, not {self.dtype!r}")
-        if self.quantize not in (None, "8bit", "4bit"):
-            raise SourceError("quantize must be 8bit or 4bit")
+        check_precision(self.dtype, self.quantize)
         if self.endpoint and not self.model:
             raise SourceError("an endpoint needs a model name (the model id the server serves)")
 

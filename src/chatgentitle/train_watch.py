@@ -106,7 +106,7 @@ def plot_losses(run: RunDir) -> Path:
         right = ax.twinx()
         lines += right.plot(*zip(*rouge, strict=True), color="tab:green", marker="o", label="validation ROUGE-L")
         right.set_ylabel("ROUGE-L (greedy titles)")
-    kept = next((r["summary"].get("kept") for r in reversed(rows) if "summary" in r), None)
+    kept = run.kept_step(rows)
     if kept:
         lines.append(ax.axvline(kept["step"], color="grey", linestyle="--", label=f"kept: step {kept['step']}"))
     if lines:

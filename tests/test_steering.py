@@ -1,0 +1,188 @@
+"""Titles the author steers: phrases that must appear, a target length, options that differ, and a verdict
+on the author's own title, through the search itself, the CLI and the API (the browser: test_web.py)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from helpers import SERVER_KEY, WORDS
+
+from chatgentitle.cli import cli
+from chatgentitle.config import GenerationOptions
+from chatgentitle.errors import OptionError
+from chatgentitle.ranking import Candidate, Verdict, contains, spread
+
+ABSTRACTS = [" ".join(WORDS.split()[i:i + 25]) for i in range(0, 50, 10)]
+
+
+def test_contains_means_whole_words_in_any_case():
+    assert contains("Deep Graph Models", "graph") and contains("A graph-based method", "Graph")
+    assert contains("NGC  3351 bars", "NGC 3351")  # any run of spaces between the words
+    assert not contains("Graphs and models", "graph") and not contains("subgraph models", "graph")
+
+
+@pytest.mark.parametrize("phrases", [("graph",), ("neural networks",), ("quantum", "deep models")])
+def test_every_searched_title_holds_every_phrase(tiny_generator, phrases):
+    """The search's own titles (before any filter) hold each phrase, and there are num_beams of them."""
+    from chatgentitle.steering import Steering, steered_search
+
+    options = GenerationOptions(include=phrases, max_new_tokens=12)
+    tokenizer = tiny_generator.tokenizer
+    found = steered_search(tiny_generator.model, *tiny_generator.encode(ABSTRACTS), Steering(tokenizer, options),
+                           num_beams=4, max_new_tokens=12, eos_token_id=tokenizer.eos_token_id)
+    for titles in found:
+        assert len(titles) == 4
+        for tokens in titles:
+            title = tokenizer.decode(tokens, skip_special_tokens=True)
+            assert all(contains(title, phrase) for phrase in phrases), (title, phrases)
+
+
+def test_plain_titles_lack_the_phrase_that_steered_ones_hold(tiny_generator):
+    """The phrase is the search's doing: the model alone does not write it."""
+    plain = tiny_generator(ABSTRACTS, GenerationOptions(max_new_tokens=12))
+    steered = tiny_generator(ABSTRACTS, GenerationOptions(include=("quantum field theory",), max_new_tokens=12))
+    assert not any(contains(t, "quantum field theory") for t in plain)
+    assert all(contains(t, "quantum field theory") for t in steered)
+
+
+def test_a_phrase_longer_than_the_budget_is_refused(tiny_generator):
+    with pytest.raises(OptionError, match="max_new_tokens"):
+        tiny_generator(ABSTRACTS[:1], GenerationOptions(include=("graph neural networks deep models",),
+                                                         max_new_tokens=5))
+
+
+def test_a_target_length_moves_the_length(tiny_generator):
+    """--words N: titles nearer N words than the plain search's, from both sides."""
+    def lengths(options):
+        return [len(t.split()) for t in tiny_generator(ABSTRACTS, options)]
+
+    plain = lengths(GenerationOptions(max_new_tokens=16))
+    for target in (4, 12):
+        steered = lengths(GenerationOptions(words=target, max_new_tokens=16))
+        assert sum(abs(n - target) for n in steered) < sum(abs(n - target) for n in plain), (target, plain, steered)
+
+
+def test_steering_needs_the_beam_search():
+    for other in ({"do_sample": True}, {"consensus": 4}, {"no_repeat_ngram_size": 3}):
+        with pytest.raises(OptionError, match="beam search"):
+            GenerationOptions(include=("graph",), **other)
+        with pytest.raises(OptionError, match="beam search"):
+            GenerationOptions(words=8, **other)
+
+
+def test_spread_keeps_the_first_and_passes_over_titles_like_it():
+    rest = [Candidate("Graph Neural Networks for Molecular Properties"), Candidate("Graph Networks for Molecules"),
+            Candidate("Learning Molecular Properties with Message Passing")]
+    first = Candidate("Graph Neural Networks for Molecular Property Prediction")
+    chosen = spread(first, rest, 3)
+    assert chosen[0] is first and chosen[1].title == "Learning Molecular Properties with Message Passing"
+    assert [c.title for c in spread(first, rest, 3, weight=0.0)] == [first.title, *(c.title for c in rest[:2])]
+
+
+def test_the_first_shown_title_is_the_best_ranked_of_the_first_n(fake_generator):
+    """Spreading the list over the pool leaves its first title where ranking put it."""
+    from chatgentitle.generate import candidates
+    from chatgentitle.ranking import Ranker
+
+    pool = ["graph models", "graph neural models", "graph neural networks for graphs", "graph neural",
+            "deep graph neural networks for graph data", "graph neural networks"]
+    abstract = "graph neural networks for graph data with deep models"
+    ranker = Ranker()
+    best_of_head = ranker.rank(abstract, pool[:3])[0].title
+    shown = candidates(abstract, pool, ranker, shown=3)
+    assert shown[0].title == best_of_head and len(shown) == 3 and len({c.title for c in shown}) == 3
+
+
+def test_log_probs_are_the_models_own(tiny_generator):
+    """Batched and padded, each title's mean log-probability equals one unpadded forward pass of its own."""
+    import torch
+
+    from chatgentitle.prompt import encode_prompt
+
+    g, abstract = tiny_generator, ABSTRACTS[0]
+    titles = ["graph neural networks", "we propose a novel method for learning", "quantum"]
+    batched = g.log_probs(abstract, titles)
+    prompt = encode_prompt(g.template, g.tokenizer, abstract, None, g.max_prompt_tokens)
+    for title, got in zip(titles, batched, strict=True):
+        ids = g.tokenizer(g.template.title_prefix + title, add_special_tokens=False)["input_ids"]
+        ids += [g.tokenizer.eos_token_id]
+        with torch.no_grad():
+            logits = g.model(input_ids=torch.tensor([prompt + ids])).logits[0, len(prompt) - 1:-1]
+        expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(ids)[:, None]).mean().item()
+        assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_verdict_ranks_by_log_prob():
+    pool = [Candidate("A", log_prob=-0.5), Candidate("B", log_prob=-2.0), Candidate("C", log_prob=-1.0),
+            Candidate("Mine", log_prob=-1.5, yours=True, score=0.4)]
+    verdict = Verdict.of_pool(pool)
+    assert (verdict.rank, verdict.of, verdict.better, verdict.score) == (3, 4, ["A", "C"], 0.4)
+    assert Verdict.of_pool(pool[:3]) is None
+
+
+def test_generate_judges_your_title(run_dir):
+    result = CliRunner().invoke(cli, ["generate", ABSTRACTS[0], "--model", str(run_dir), "--dtype", "fp32",
+                                      "-n", "2", "--title", "graph neural networks", "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    body = json.loads(result.output)
+    assert body["verdict"]["title"] == "graph neural networks" and body["verdict"]["of"] == len(body["candidates"]) + 1
+    assert all(c["log_prob"] is not None for c in body["candidates"])
+
+
+BAD_STEERING = {  # name: (arguments, words the one error line holds)
+    "empty phrase": (["--include", ""], ["include", "1 to 100 characters"]),
+    "20 phrases": ([a for i in range(20) for a in ("--include", f"w{i}")], ["at most 5 phrases"]),
+    "phrase over the budget": (["--include", "graph neural networks deep models", "--max-new-tokens", "4"],
+                               ["max_new_tokens", "4"]),
+    "words 0": (["--words", "0"], ["3<=x<=30"]),
+    "words 100": (["--words", "100"], ["3<=x<=30"]),
+    "steering a sample": (["--include", "graph", "--do-sample"], ["beam search"]),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_STEERING))
+def test_bad_steering_is_one_clear_line(name, run_dir):
+    args, words = BAD_STEERING[name]
+    result = CliRunner().invoke(cli, ["generate", ABSTRACTS[0], "--model", str(run_dir), "--dtype", "fp32", *args])
+    assert result.exit_code in (1, 2), result.output
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(error) == 1 and all(word in error[0] for word in words), result.stderr
+    assert "Traceback" not in result.output
+
+
+def _post(url: str, path: str, body: dict) -> httpx.Response:
+    return httpx.post(url + path, json=body, headers={"Authorization": f"Bearer {SERVER_KEY}"}, timeout=60)
+
+
+def test_api_steers_and_judges(tiny_server):
+    options = {"include": ["deep models"], "max_new_tokens": 12, "num_candidates": 2}
+    answer = _post(tiny_server, "/titles", {"abstract": ABSTRACTS[1], "options": options,
+                                            "title": "graph neural networks"})
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["results"][0]
+    assert all(contains(c["title"], "deep models") for c in result["candidates"])
+    assert result["verdict"]["title"] == "graph neural networks" and result["verdict"]["of"] == 3
+    chat = _post(tiny_server, "/chat/completions", {"model": "run", "include": ["quantum"], "max_tokens": 12,
+                                                    "messages": [{"role": "user", "content": ABSTRACTS[2]}]})
+    assert chat.status_code == 200, chat.text
+    assert contains(chat.json()["choices"][0]["message"]["content"], "quantum")
+
+
+@pytest.mark.parametrize(("path", "body", "words"), [
+    ("/titles", {"abstract": "x", "options": {"include": [""]}}, "include"),
+    ("/titles", {"abstract": "x", "options": {"include": [f"w{i}" for i in range(20)]}}, "include"),
+    ("/titles", {"abstract": "x", "options": {"include": ["graph neural networks deep"], "max_new_tokens": 3}},
+     "max_new_tokens"),
+    ("/titles", {"abstract": "x", "options": {"words": 0}}, "words"),
+    ("/titles", {"abstract": "x", "options": {"words": 100}}, "words"),
+    ("/titles", {"abstract": "x", "options": {"words": 8, "do_sample": True}}, "beam search"),
+    ("/titles", {"abstracts": ["x", "y"], "title": "mine"}, "one 'abstract'"),
+    ("/chat/completions", {"model": "run", "include": ["graph"], "temperature": 0.7,
+                           "messages": [{"role": "user", "content": "x"}]}, "beam search"),
+])
+def test_api_refuses_bad_steering(tiny_server, path, body, words):
+    answer = _post(tiny_server, path, body)
+    assert answer.status_code == 422 and words in answer.text, answer.text
