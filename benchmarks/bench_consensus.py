@@ -46,9 +46,9 @@ def main() -> None:
     parser.add_argument("--dtype", action="append")
     args = parser.parse_args()
 
-    import chatgentitle.decoding as decoding
-    from chatgentitle.config import GenerationOptions
-    from chatgentitle.generate import TitleGenerator
+    import chatgentitle.decoding.search as decoding
+    from chatgentitle.decoding.options import GenerationOptions
+    from chatgentitle.titling.generator import TitleGenerator
 
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()[: args.papers]]
     abstracts, references = [r["abstract"] for r in rows], [r["title"] for r in rows]

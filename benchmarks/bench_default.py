@@ -35,9 +35,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", help="auto, bf16 or fp32 (a CPU without AVX512-bf16)")
     args = parser.parse_args()
 
-    from chatgentitle.config import DecodingMode, GenerationOptions
-    from chatgentitle.report import parse_systems
-    from chatgentitle.sources import SourceSpec, load_source
+    from chatgentitle.decoding.options import DecodingMode, GenerationOptions
+    from chatgentitle.evaluation.report import parse_systems
+    from chatgentitle.titling.sources import SourceSpec, load_source
 
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()[: args.papers]]
     abstracts, references = [r["abstract"] for r in rows], [r["title"] for r in rows]

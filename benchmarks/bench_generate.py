@@ -34,7 +34,7 @@ def transformers_beams(generator, abstracts, options):
     """The decoding TitleGenerator used before: transformers' generate with num_beams."""
     import torch
 
-    from chatgentitle.ranking import pick_titles
+    from chatgentitle.titling.ranking import pick_titles
 
     input_ids, attention_mask = generator.encode(abstracts)
     tokens = {"pad_token_id": generator.tokenizer.pad_token_id, "eos_token_id": generator.tokenizer.eos_token_id}
@@ -50,8 +50,8 @@ def consensus(generator, abstracts, options):
     """Minimum Bayes risk over the beams: the title with the highest mean ROUGE-L to the other beams'."""
     from rouge_score import rouge_scorer
 
-    from chatgentitle.decoding import beam_search
-    from chatgentitle.ranking import pick_titles
+    from chatgentitle.decoding.search import beam_search
+    from chatgentitle.titling.ranking import pick_titles
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     input_ids, attention_mask = generator.encode(abstracts)
@@ -69,9 +69,9 @@ def seed_style(run_dir, abstracts, max_new_tokens):
     import torch
     from peft import PeftModel
 
-    from chatgentitle.modeling import load_base
-    from chatgentitle.prompt import clean_title
-    from chatgentitle.run import RunDir
+    from chatgentitle.data.prompt import clean_title
+    from chatgentitle.model.loading import load_base
+    from chatgentitle.model.run_dir import RunDir
 
     info = RunDir(run_dir).describe()  # the run's own prompt: only decoding, batching, dtype differ
     template = info.template
@@ -122,7 +122,7 @@ def main() -> None:
 
     import torch
 
-    from chatgentitle.generate import GenerationOptions, TitleGenerator, default_adapter_dir
+    from chatgentitle.titling.generator import GenerationOptions, TitleGenerator, default_adapter_dir
 
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()[: args.papers]]
     abstracts, references = [r["abstract"] for r in rows], [r["title"] for r in rows]

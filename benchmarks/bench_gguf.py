@@ -52,7 +52,7 @@ def llama_cpp_titles(path: Path, generator, abstracts, max_tokens: int):
     it is, rendered by the GGUF's chat template)."""
     import llama_cpp
 
-    from chatgentitle.prompt import clean_title
+    from chatgentitle.data.prompt import clean_title
 
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=os.cpu_count(), verbose=False)
 
@@ -115,9 +115,9 @@ def main() -> None:
     parser.add_argument("--out", default="reports/gguf")
     args = parser.parse_args()
 
-    from chatgentitle.config import GenerationOptions
-    from chatgentitle.generate import TitleGenerator, default_adapter_dir
-    from chatgentitle.gguf_export import export_gguf
+    from chatgentitle.decoding.options import GenerationOptions
+    from chatgentitle.export.gguf_file import export_gguf
+    from chatgentitle.titling.generator import TitleGenerator, default_adapter_dir
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from chatgentitle.modeling import load_base
-    from chatgentitle.ranking import _CachedTokenizer, _rouge_l, pick_titles
+    from chatgentitle.model.loading import load_base
+    from chatgentitle.titling.ranking import _CachedTokenizer, _rouge_l, pick_titles
 
     papers = {row["id"]: row for row in map(json.loads, args.papers.read_text().splitlines())}
     seen, pools = set(), []

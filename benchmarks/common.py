@@ -10,7 +10,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "arxiv-m
 
 def recent_papers(n: int, since: str = "2026-04-01", path: Path = SHARED_DATA):
     """The first n papers updated on or after `since` (held out from the default model's training)."""
-    from chatgentitle.records import read_papers
+    from chatgentitle.data.records import read_papers
 
     if not path.is_file():
         sys.exit(f"skipped: {path} not present")

@@ -29,9 +29,9 @@ BEAMS, SAMPLES = 8, 32
 
 
 def dump(run_dir: str, data: str, out: str) -> None:
-    from chatgentitle.config import GenerationOptions
-    from chatgentitle.decoding import beam_search, sample
-    from chatgentitle.generate import TitleGenerator
+    from chatgentitle.decoding.options import GenerationOptions
+    from chatgentitle.decoding.search import beam_search, sample
+    from chatgentitle.titling.generator import TitleGenerator
 
     generator = TitleGenerator.load(run_dir)
     papers = [json.loads(line) for line in Path(data).read_text().splitlines() if line]
@@ -54,7 +54,7 @@ def dump(run_dir: str, data: str, out: str) -> None:
 def grid(files: list[str], beams: list[int], samples: list[int], min_models: int = 1) -> None:
     from rouge_score import rouge_scorer
 
-    from chatgentitle.ranking import consensus_titles, pick_titles
+    from chatgentitle.titling.ranking import consensus_titles, pick_titles
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     runs = [[json.loads(line) for line in Path(f).read_text().splitlines() if line] for f in files]

@@ -17,22 +17,28 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
 from common import SHARED_DATA
 
-from chatgentitle.batch import sample_papers
-from chatgentitle.config import GenerationOptions
-from chatgentitle.generate import TitleGenerator
+from chatgentitle.data.records import sample_papers
+from chatgentitle.decoding.options import GenerationOptions
+from chatgentitle.titling.generator import TitleGenerator
 
-MODES = {"greedy": GenerationOptions(num_beams=1), "beams": GenerationOptions(),
+MODES = {  # sampling through transformers' generate draws from torch's global generator: seeded below
+    "greedy": GenerationOptions(num_beams=1), "beams": GenerationOptions(),
          "sample": GenerationOptions(do_sample=True), "consensus": GenerationOptions(consensus=32)}
 
 
-def titles(val: Path) -> dict:
+def titles(val: Path, modes=tuple(MODES)) -> dict:
     with open(val) as handle:
         papers = sample_papers() + [json.loads(line) for line in itertools.islice(handle, 8)]
     generator = TitleGenerator.load(dtype="fp32")
     abstracts = [p["abstract"] for p in papers]
-    return {mode: generator(abstracts, options) for mode, options in MODES.items()}
+    found = {}
+    for mode in modes:
+        torch.manual_seed(0)
+        found[mode] = generator(abstracts, MODES[mode])
+    return found
 
 
 def prepared() -> dict:
@@ -50,5 +56,7 @@ def prepared() -> dict:
 
 
 if __name__ == "__main__":
-    val = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("data/recent/val.jsonl")
-    print(json.dumps({"prepare": prepared(), "titles": titles(val)}, indent=1, ensure_ascii=False))
+    modes = sys.argv[1:] or list(MODES)  # e.g. `sample` alone
+    val = Path("data/recent/val.jsonl")
+    print(json.dumps({"prepare": prepared() if modes == list(MODES) else None, "titles": titles(val, modes)},
+                     indent=1, ensure_ascii=False))

@@ -110,8 +110,8 @@ def quantize_int8(model: nn.Module, calibration: list[list[int]],
 
 def calibration(generator) -> list[list[int]]:
     """The packaged sample papers' prompts and real titles, as token ids."""
-    from chatgentitle.batch import sample_papers
-    from chatgentitle.prompt import encode_prompt
+    from chatgentitle.data.prompt import encode_prompt
+    from chatgentitle.data.records import sample_papers
 
     tokenizer = generator.tokenizer
     return [encode_prompt(generator.template, tokenizer, paper["abstract"], None, generator.max_prompt_tokens)
@@ -125,9 +125,9 @@ def main() -> None:
     parser.add_argument("--options", action="append", help="decoding as OPTION=VALUE[,...] (default: 4 beams)")
     args = parser.parse_args()
 
-    from chatgentitle.config import GenerationOptions
-    from chatgentitle.generate import TitleGenerator
-    from chatgentitle.metrics import bootstrap_ci, score_pairs
+    from chatgentitle.decoding.options import GenerationOptions
+    from chatgentitle.evaluation.metrics import bootstrap_ci, score_pairs
+    from chatgentitle.titling.generator import TitleGenerator
 
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()[: args.papers]]
     abstracts, references = [r["abstract"] for r in rows], [r["title"] for r in rows]

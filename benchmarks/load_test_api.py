@@ -61,14 +61,14 @@ def main() -> None:
     args = parser.parse_args()
     import uvicorn
 
-    from chatgentitle.server import WARM_UP_ABSTRACT, create_app
+    from chatgentitle.serving.app import WARM_UP_ABSTRACT, create_app
 
     if args.fake:
         from helpers import FakeGenerator
 
         generator = FakeGenerator()
     else:
-        from chatgentitle.generate import TitleGenerator
+        from chatgentitle.titling.generator import TitleGenerator
 
         generator = TitleGenerator.load(args.model, dtype=args.dtype)
     options = {k: float(v) if "." in v else int(v) for k, v in (o.split("=") for o in args.option)}

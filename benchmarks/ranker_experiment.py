@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from chatgentitle.prompt import clean_title
-from chatgentitle.ranking import (
+from chatgentitle.data.prompt import clean_title
+from chatgentitle.titling.ranking import (
     Embedder,
     _CachedTokenizer,
     _rouge_l,

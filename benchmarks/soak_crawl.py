@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from oai_server import FAULTS, OAIServer, make_records  # noqa: E402
 
-from chatgentitle import crawl as arxiv  # noqa: E402
-from chatgentitle.records import category_matches  # noqa: E402
-from chatgentitle.store import PaperStore  # noqa: E402
+from chatgentitle.crawl import harvest as arxiv  # noqa: E402
+from chatgentitle.data.records import category_matches  # noqa: E402
+from chatgentitle.data.store import PaperStore  # noqa: E402
 
 
 def main() -> None:

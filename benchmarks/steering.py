@@ -27,9 +27,9 @@ from statistics import mean
 
 from common import table
 
-from chatgentitle.config import GenerationOptions
-from chatgentitle.generate import TitleGenerator, candidates
-from chatgentitle.ranking import contains, copy_key, make_ranker, spread, words
+from chatgentitle.decoding.options import GenerationOptions
+from chatgentitle.titling.generator import TitleGenerator, candidates
+from chatgentitle.titling.ranking import contains, copy_key, make_ranker, spread, words
 
 
 def rouge_l(predictions: list[str], references: list[str]) -> float:

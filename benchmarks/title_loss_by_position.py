@@ -28,8 +28,8 @@ def main() -> None:
 
     import torch
 
-    from chatgentitle.generate import TitleGenerator
-    from chatgentitle.prompt import IGNORE_INDEX, encode_example
+    from chatgentitle.data.prompt import IGNORE_INDEX, encode_example
+    from chatgentitle.titling.generator import TitleGenerator
 
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()]
     results = []

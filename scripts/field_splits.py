@@ -25,7 +25,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from chatgentitle.metrics import FIELDS, field_of
+from chatgentitle.evaluation.metrics import FIELDS, field_of
 
 PER_VAL = 100        # validation papers per field
 PER_FIELD = 3000     # training papers per field other than cs

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from chatgentitle.run import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RunDir
+from chatgentitle.model.run_dir import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RunDir
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "chatgentitle" / "default_adapter"
 HUB_ID = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}  # where the base comes from upstream

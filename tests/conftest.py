@@ -46,8 +46,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """A real (tiny) run dir named "run": trained for a few steps so the adapter is not the identity."""
-    from chatgentitle.config import TrainConfig
-    from chatgentitle.train import train
+    from chatgentitle.training.config import TrainConfig
+    from chatgentitle.training.loop import train
 
     root = tmp_path_factory.mktemp("gen")
     data = root / "train.jsonl"
@@ -61,7 +61,7 @@ def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_generator(run_dir):
     """A real TitleGenerator on the tiny run dir (fp32: exact)."""
-    from chatgentitle.generate import TitleGenerator
+    from chatgentitle.titling.generator import TitleGenerator
 
     return TitleGenerator.load(run_dir, dtype="fp32")
 
@@ -69,7 +69,7 @@ def tiny_generator(run_dir):
 @pytest.fixture(scope="session")
 def tiny_server(tiny_generator):
     """The real `serve` app around the tiny generator on 127.0.0.1, API key SERVER_KEY; yields .../v1."""
-    from chatgentitle.server import create_app
+    from chatgentitle.serving.app import create_app
 
     app = create_app([tiny_generator], api_key=SERVER_KEY)
     app.state.key_guard.limit = 10_000  # many tests send wrong keys on purpose (test_security tests the limit)

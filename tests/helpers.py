@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chatgentitle.prompt import SEED_INSTRUCTION
+from chatgentitle.data.prompt import SEED_INSTRUCTION
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = Path(__file__).parent / "data"
@@ -90,7 +90,7 @@ class FakeGenerator:
     def generate(self, abstracts, options=None, instruction=None, should_stop=None):
         import time
 
-        from chatgentitle.generate import GenerationOptions
+        from chatgentitle.titling.generator import GenerationOptions
 
         options = options or GenerationOptions()
         self.calls.append((len(abstracts), options))

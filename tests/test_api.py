@@ -5,9 +5,9 @@ import pytest
 from fastapi.testclient import TestClient
 from helpers import FakeGenerator
 
-from chatgentitle.batcher import MAX_ABSTRACT_CHARS
-from chatgentitle.ranking import Ranker
-from chatgentitle.server import create_app
+from chatgentitle.serving.app import create_app
+from chatgentitle.serving.jobs import MAX_ABSTRACT_CHARS
+from chatgentitle.titling.ranking import Ranker
 
 ABSTRACT = "we propose a novel method for learning graph neural networks"
 
@@ -67,7 +67,7 @@ def test_the_schemas_text_pattern_is_what_the_server_strips():
     import re
     import sys
 
-    from chatgentitle.batcher import HOLDS_TEXT
+    from chatgentitle.serving.jobs import HOLDS_TEXT
 
     pattern = re.compile(HOLDS_TEXT)
     assert all(bool(pattern.match(c)) == bool(c.strip()) for c in map(chr, range(sys.maxunicode + 1)))
@@ -136,7 +136,7 @@ def test_a_request_past_its_deadline_gets_503_and_its_generation_stops():
 def test_a_generation_stopped_at_its_deadline_is_not_an_answer():
     """The worker can see the deadline pass a moment before the request's timer does: the titles of
     the stopped generation must not go out as a 200."""
-    from chatgentitle.batcher import Job, MicroBatcher
+    from chatgentitle.serving.jobs import Job, MicroBatcher
 
     slow = FakeGenerator(delay_seconds=5.0)
     job = Job([ABSTRACT], lambda texts, should_stop: slow.generate(texts, should_stop=should_stop), "key",
@@ -165,7 +165,7 @@ def test_work_that_cannot_finish_is_refused_at_once_and_every_request_is_answere
 
     from helpers import serving
 
-    from chatgentitle.remote import RemoteTitles
+    from chatgentitle.titling.remote import RemoteTitles
 
     slow = FakeGenerator(delay_seconds=0.1, seconds_per_abstract=0.3)  # 0.4 s alone, 1.3 s for 4
     abstracts = [f"paper {i} text" for i in range(4)]
@@ -233,7 +233,7 @@ def test_a_failing_model_is_a_documented_500_with_a_request_id_and_the_log_has_t
 
 
 def test_an_engine_failure_is_502_and_an_unknown_model_404():
-    from chatgentitle.remote import RemoteError
+    from chatgentitle.titling.remote import RemoteError
 
     with TestClient(create_app([Broken(RemoteError("http://engine: HTTP 500"))])) as client:
         answer = client.post("/v1/titles", json={"abstract": "we propose a method"})

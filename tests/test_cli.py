@@ -29,11 +29,12 @@ def test_python_dash_m():
 
 
 def configs():
-    from chatgentitle.config import GenerationOptions, TrainConfig
-    from chatgentitle.crawl import CrawlJob
-    from chatgentitle.prepare import PrepareConfig
-    from chatgentitle.server import ServeConfig
-    from chatgentitle.sources import SourceSpec
+    from chatgentitle.crawl.harvest import CrawlJob
+    from chatgentitle.data.prepare import PrepareConfig
+    from chatgentitle.decoding.options import GenerationOptions
+    from chatgentitle.serving.app import ServeConfig
+    from chatgentitle.titling.sources import SourceSpec
+    from chatgentitle.training.config import TrainConfig
 
     return [("train", TrainConfig, ()), ("prepare", PrepareConfig, ("formats",)), ("crawl", CrawlJob, ()),
             ("serve", ServeConfig, ()), ("serve", SourceSpec, ("model",)), ("generate", SourceSpec, ()),
@@ -56,7 +57,7 @@ def test_every_config_field_has_a_flag_with_help(command, config, skip):
 
 def test_label_decodes_the_best_titles_by_default():
     """Labels are the consensus titles (BEST_TITLES samples per model), whatever generate's fast default."""
-    from chatgentitle.config import BEST_TITLES, GenerationOptions
+    from chatgentitle.decoding.options import BEST_TITLES, GenerationOptions
 
     params = {p.name: p for p in cli.commands["label"].params}
     assert params["consensus"].default == BEST_TITLES and f"[default: {BEST_TITLES}]" in params["consensus"].help

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chatgentitle.config import TrainConfig
+from chatgentitle.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

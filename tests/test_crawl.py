@@ -13,11 +13,11 @@ from helpers import shared_path
 from lxml import etree
 from oai_server import FixtureServer, OAIServer, make_records
 
-from chatgentitle import arxiv_formats as formats
-from chatgentitle import crawl as arxiv
 from chatgentitle.cli import cli
-from chatgentitle.records import ArxivRecord, category_matches
-from chatgentitle.store import PaperStore
+from chatgentitle.crawl import formats as formats
+from chatgentitle.crawl import harvest as arxiv
+from chatgentitle.data.records import ArxivRecord, category_matches
+from chatgentitle.data.store import PaperStore
 
 
 def fast_fetcher(**kw):

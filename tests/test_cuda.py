@@ -22,7 +22,7 @@ def needs_bitsandbytes():
 
 @pytest.mark.parametrize("quantize", [None, "8bit", "4bit"])
 def test_train_reload_and_generate_on_cuda(tiny_model_dir, train_file, tmp_path, quantize):
-    from chatgentitle.generate import GenerationOptions, TitleGenerator
+    from chatgentitle.titling.generator import GenerationOptions, TitleGenerator
 
     if quantize:
         needs_bitsandbytes()

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from chatgentitle.decoding import beam_search, sample
-from chatgentitle.shared_prefix import SHARED, register_shared_attention
+from chatgentitle.decoding.search import beam_search, sample
+from chatgentitle.decoding.shared_prefix import SHARED, register_shared_attention
 
 PROMPTS = ["we propose a novel method", "graph neural networks for quantum field theory spectra of the data",
            "attention"]
@@ -178,13 +178,13 @@ def test_ended_samples_leave_the_batch(model_and_tokenizer, attention):
 
 def test_beams_from_a_shared_prefill_are_the_same(model_and_tokenizer):
     """A consensus encodes each prompt once for its beams and its samples: the beams do not change."""
-    from chatgentitle.decoding import _prefill
+    from chatgentitle.decoding.search import encode_prompts
 
     model, tokenizer = model_and_tokenizer
     model.set_attn_implementation(SHARED)
     try:
         ids, mask = left_padded(tokenizer, PROMPTS)
-        prefill = _prefill(model, ids, mask, 20)
+        prefill = encode_prompts(model, ids, mask, 20)
         assert prefill.shared
         kwargs = {"num_beams": 4, "max_new_tokens": 20, "eos_token_id": tokenizer.eos_token_id}
         alone = beam_search(model, ids, mask, **kwargs)

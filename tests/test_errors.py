@@ -66,11 +66,11 @@ def test_debug_shows_the_traceback_of_a_user_error(files):
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch):
-    import chatgentitle.batch
+    import chatgentitle.titling.files
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(chatgentitle.batch, "samples_report", broken)
+    monkeypatch.setattr(chatgentitle.titling.files, "samples_report", broken)
     result = CliRunner().invoke(cli, ["generate", "--samples", "--endpoint", UNREACHABLE, "--model", "m"])
     assert isinstance(result.exception, ZeroDivisionError)  # not turned into a tidy message

@@ -4,9 +4,9 @@ import pytest
 from click.testing import CliRunner
 
 from chatgentitle.cli import cli
-from chatgentitle.metrics import bootstrap_ci, category_group, score_pairs, summarise
-from chatgentitle.ranking import KnownTitles
-from chatgentitle.report import lead_1
+from chatgentitle.evaluation.metrics import bootstrap_ci, category_group, score_pairs, summarise
+from chatgentitle.evaluation.report import lead_1
+from chatgentitle.titling.ranking import KnownTitles
 
 ABSTRACT = "We study graph neural networks for learning. Results are strong."
 
@@ -56,8 +56,8 @@ def test_file(tmp_path):
 
 
 def test_eval_report_with_a_model_lead_1_and_predictions(tmp_path, test_file, tiny_model_dir):
-    from chatgentitle.config import TrainConfig
-    from chatgentitle.train import train
+    from chatgentitle.training.config import TrainConfig
+    from chatgentitle.training.loop import train
 
     data = tmp_path / "train.jsonl"
     data.write_text(test_file.read_text())
@@ -134,8 +134,8 @@ def test_eval_bad_inputs(tmp_path, test_file):
 
 
 def test_a_model_system_takes_its_own_decoding_and_loading():
-    from chatgentitle.report import parse_systems
-    from chatgentitle.sources import SourceError, SourceSpec, load_sources
+    from chatgentitle.evaluation.report import parse_systems
+    from chatgentitle.titling.sources import SourceError, SourceSpec, load_sources
 
     fast, best = parse_systems(models=["fast=runs/x,dtype=fp32,num_beams=1", "best=default,consensus=32"],
                                spec=SourceSpec(dtype="bf16"))
@@ -147,7 +147,7 @@ def test_a_model_system_takes_its_own_decoding_and_loading():
 
 def test_paired_difference_against_the_first_system():
     """The paired bootstrap resamples papers, not systems: a constant gain has a zero-width interval."""
-    from chatgentitle.metrics import PaperScore, paired_differences
+    from chatgentitle.evaluation.metrics import PaperScore, paired_differences
 
     def scores(values):
         return [PaperScore(rouge1=v, rouge2=v, rougeL=v, exact=0, words=5, copy_rate=0, cliche=0, duplicate=0,

@@ -4,9 +4,9 @@ import pytest
 from click.testing import CliRunner
 
 from chatgentitle.cli import cli
-from chatgentitle.config import DecodingMode
-from chatgentitle.generate import GenerationOptions, TitleGenerator
-from chatgentitle.ranking import KnownTitles, Ranker, cliches_in, copy_rate
+from chatgentitle.decoding.options import DecodingMode
+from chatgentitle.titling.generator import GenerationOptions, TitleGenerator
+from chatgentitle.titling.ranking import KnownTitles, Ranker, cliches_in, copy_rate
 
 ABSTRACT = "we propose a novel method for learning graph neural networks"
 
@@ -72,7 +72,7 @@ def test_no_repeat_ngram_size_forbids_repeated_tokens(generator):
 
 
 def test_beam_that_repeats_itself_is_not_chosen():
-    from chatgentitle.generate import pick_titles
+    from chatgentitle.titling.generator import pick_titles
 
     beams = ["graph neural graph neural graph neural", "graph neural networks", "a method", "Graph neural networks.",
              "networks"]
@@ -195,8 +195,8 @@ def test_export_merged_checkpoint_matches_adapter(run_dir, tmp_path, generator):
 def test_packaged_default_adapter_is_complete():
     from safetensors import safe_open
 
-    from chatgentitle.generate import default_adapter_dir
-    from chatgentitle.run import RunDir
+    from chatgentitle.model.run_dir import RunDir
+    from chatgentitle.titling.generator import default_adapter_dir
 
     folder = default_adapter_dir()
     assert folder is not None
@@ -212,7 +212,7 @@ def test_packaged_default_adapter_is_complete():
 
 
 def test_consensus_picks_the_title_the_others_agree_with():
-    from chatgentitle.generate import consensus_titles
+    from chatgentitle.titling.generator import consensus_titles
 
     drawn = ["Graph networks for molecules", "Graph neural networks for molecules", "Title: Cats.",
              "Graph neural networks for molecules.", "Neural graph networks for molecules",
@@ -224,7 +224,7 @@ def test_consensus_picks_the_title_the_others_agree_with():
 
 
 def test_closest_titles_put_the_one_nearest_the_real_title_first():
-    from chatgentitle.ranking import closest_titles
+    from chatgentitle.titling.ranking import closest_titles
 
     found = ["Graph networks", "Graph neural networks for molecules", "Cats", "Neural graphs for molecules"]
     real = "Graph Neural Networks for Molecular Property Prediction"
@@ -261,8 +261,8 @@ def ensemble_dir(run_dir, tmp_path_factory):
 
 
 def test_ensemble_members_join_the_consensus(ensemble_dir, generator, monkeypatch):
-    from chatgentitle import modeling
-    from chatgentitle.decoding import beam_search, decode
+    from chatgentitle.decoding.search import beam_search, decode
+    from chatgentitle.model import loading as modeling
 
     loads = []
     load_base = modeling.load_base
@@ -290,7 +290,7 @@ def test_ensemble_members_join_the_consensus(ensemble_dir, generator, monkeypatc
 def test_ensemble_member_needs_the_same_base(ensemble_dir, tmp_path):
     import shutil
 
-    from chatgentitle.modeling import ModelError
+    from chatgentitle.model.loading import ModelError
 
     folder = tmp_path / "ens"
     shutil.copytree(ensemble_dir, folder)
@@ -308,8 +308,8 @@ def test_label_writes_trainable_labels_and_never_a_held_out_paper(run_dir, tmp_p
     from helpers import paper_row
 
     from chatgentitle.cli import cli
-    from chatgentitle.ranking import closest_titles
-    from chatgentitle.train_data import load_examples
+    from chatgentitle.titling.ranking import closest_titles
+    from chatgentitle.training.examples import load_examples
 
     train, val, out = tmp_path / "train.jsonl", tmp_path / "val.jsonl", tmp_path / "labels.jsonl"
     train.write_text("".join(json.dumps(paper_row(i)) + "\n" for i in range(5)))

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from helpers import WORDS, paper_row
 
 from chatgentitle.cli import cli
-from chatgentitle.config import GenerationOptions
-from chatgentitle.gguf_export import chat_template, export_gguf
-from chatgentitle.modeling import ModelError, merged_model
-from chatgentitle.prompt import PromptTemplate
+from chatgentitle.data.prompt import PromptTemplate
+from chatgentitle.decoding.options import GenerationOptions
+from chatgentitle.export.gguf_file import chat_template, export_gguf
+from chatgentitle.model.loading import ModelError, merged_model
 
 GREEDY = GenerationOptions(num_beams=1, consensus=0, repetition_penalty=1.0, max_new_tokens=12)
 
@@ -28,8 +28,8 @@ def bpe_run(tmp_path_factory):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, set_seed
 
-    from chatgentitle.config import TrainConfig
-    from chatgentitle.train import train
+    from chatgentitle.training.config import TrainConfig
+    from chatgentitle.training.loop import train
 
     root = tmp_path_factory.mktemp("bpe")
     tok = Tokenizer(models.BPE())
@@ -137,7 +137,7 @@ def test_export_gguf_cli_and_errors(bpe_run, run_dir, tmp_path, monkeypatch):
 def test_llama_cpp_titles_match_ours(bpe_run, gguf_f32):
     """llama.cpp greedy on the exported file = our greedy in process, by raw completion and by chat."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    from chatgentitle.generate import TitleGenerator
+    from chatgentitle.titling.generator import TitleGenerator
 
     ours = TitleGenerator.load(bpe_run, dtype="fp32")
     llm = llama_cpp.Llama(model_path=str(gguf_f32), n_ctx=1024, verbose=False, seed=0)

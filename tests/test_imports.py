@@ -30,7 +30,50 @@ print(json.dumps([before, state()]))
 def test_importing_every_module_changes_no_global_state():
     names = [m.name for m in pkgutil.walk_packages(chatgentitle.__path__, "chatgentitle.")
              if m.name != "chatgentitle.__main__"]  # that one runs the CLI
-    assert "chatgentitle.decoding" in names and "chatgentitle.server" in names
+    assert "chatgentitle.decoding.search" in names and "chatgentitle.serving.app" in names
     out = subprocess.run([sys.executable, "-c", PROBE, *names], capture_output=True, text=True, check=True).stdout
     before, after = json.loads(out.strip().splitlines()[-1])
     assert after == before
+
+
+LAYERS = ["base", "data", "crawl", "model", "decoding", "titling", "evaluation", "training", "export", "serving",
+          "top"]  # each may import from the ones before it, never from one after
+TOP = {"chatgentitle", "chatgentitle.cli", "chatgentitle.__main__"}  # the CLI and the package's lazy names
+
+
+def _imports() -> dict[str, set[str]]:
+    """Every module's imports of other modules of the package, at import time or inside a function."""
+    import ast
+    from pathlib import Path
+
+    root = Path(chatgentitle.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    found = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("chatgentitle"):
+                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            found[name] |= {t for t in targets if t in modules and t not in (name, "chatgentitle")}
+    return found
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS.index("top" if module in TOP else parts[1] if len(parts) > 2 else "base")
+
+
+def test_layers_hold_and_no_module_imports_itself_around():
+    import graphlib
+
+    imports = _imports()
+    upward = [(m, t) for m, targets in imports.items() for t in targets if _layer(t) > _layer(m)]
+    assert not upward, upward
+    assert list(graphlib.TopologicalSorter(imports).static_order())  # CycleError names a module cycle
+    assert {m.split(".")[1] for m in imports if m.count(".") > 1} == set(LAYERS[1:-1])

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from helpers import FakeGenerator
 
-from chatgentitle.config import GenerationOptions
+from chatgentitle.decoding.options import GenerationOptions
 
-MODULES = ("chatgentitle.api", "chatgentitle.openai_api", "chatgentitle.web", "chatgentitle.server",
-           "chatgentitle.cli")
+MODULES = ("chatgentitle.serving.api", "chatgentitle.serving.openai_routes", "chatgentitle.serving.web",
+           "chatgentitle.serving.app", "chatgentitle.cli")
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def five_candidates_at_most():
 
 
 def test_one_bound_in_one_place(five_candidates_at_most):
-    cli, server, web = (five_candidates_at_most[f"chatgentitle.{m}"] for m in ("cli", "server", "web"))
+    cli, server, web = (five_candidates_at_most[f"chatgentitle.{m}"] for m in ("cli", "serving.app", "serving.web"))
     with pytest.raises(ValueError, match="between 1 and 5"):
         GenerationOptions(num_candidates=6)
 

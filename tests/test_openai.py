@@ -26,7 +26,7 @@ def test_chat_completion_is_the_title_of_the_last_user_message(client, tiny_gene
     reply = client.chat.completions.create(model="run", messages=[
         {"role": "system", "content": "You write titles."}, {"role": "user", "content": ABSTRACT}], max_tokens=6)
     assert reply.object == "chat.completion" and reply.model == "run"
-    from chatgentitle.config import GenerationOptions
+    from chatgentitle.decoding.options import GenerationOptions
 
     assert reply.choices[0].message.content == tiny_generator([ABSTRACT], GenerationOptions(max_new_tokens=6),
                                                               "You write titles.")[0]
@@ -42,7 +42,7 @@ def test_chat_completion_is_the_title_of_the_last_user_message(client, tiny_gene
 def test_a_system_message_is_the_instruction(client, tiny_generator):
     """As in the exported GGUF's chat template (test_gguf) and the remote backend: the system message
     replaces the instruction of the prompt, token for token, so serve and in-process titles agree."""
-    from chatgentitle.config import GenerationOptions
+    from chatgentitle.decoding.options import GenerationOptions
 
     options, instruction = GenerationOptions(max_new_tokens=6), "Write a short title for this abstract."
     reply = client.chat.completions.create(model="run", max_tokens=6, messages=[
@@ -85,10 +85,11 @@ def test_wrong_key_unknown_model_and_bad_bodies(tiny_server, client):
 def test_two_adapters_over_one_base_answer_as_two_models(run_dir, tiny_model_dir, tmp_path):
     from helpers import paper_row, serving
 
-    from chatgentitle.config import GenerationOptions, TrainConfig
-    from chatgentitle.generate import TitleGenerator
-    from chatgentitle.server import create_app
-    from chatgentitle.train import train
+    from chatgentitle.decoding.options import GenerationOptions
+    from chatgentitle.serving.app import create_app
+    from chatgentitle.titling.generator import TitleGenerator
+    from chatgentitle.training.config import TrainConfig
+    from chatgentitle.training.loop import train
 
     data = tmp_path / "other.jsonl"  # other titles, more steps: another adapter on the same base
     data.write_text("".join(json.dumps({"title": "Quantum spectra of deep efficient transformer models",
@@ -116,8 +117,8 @@ def test_two_adapters_over_one_base_answer_as_two_models(run_dir, tiny_model_dir
 
 
 def test_completions_continue_whole_prompts(client, tiny_generator, tiny_server):
-    from chatgentitle.config import GenerationOptions
-    from chatgentitle.remote import RemoteTitles
+    from chatgentitle.decoding.options import GenerationOptions
+    from chatgentitle.titling.remote import RemoteTitles
 
     options = GenerationOptions(max_new_tokens=6)
     expected = tiny_generator([ABSTRACT, "quantum field theory"], options)

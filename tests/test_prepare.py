@@ -6,8 +6,8 @@ from click.testing import CliRunner
 from helpers import DATA, paper_row, shared_path
 
 from chatgentitle.cli import cli
-from chatgentitle.prompt import SEED_INSTRUCTION
-from chatgentitle.records import BadLines, read_papers
+from chatgentitle.data.prompt import SEED_INSTRUCTION
+from chatgentitle.data.records import BadLines, read_papers
 
 
 def lines(path):
@@ -169,7 +169,7 @@ def test_alpaca_format(tmp_path):
 
 
 def test_interrupted_run_leaves_no_half_outputs(tmp_path):
-    from chatgentitle.prepare import PrepareConfig, prepare
+    from chatgentitle.data.prepare import PrepareConfig, prepare
 
     def papers_then_ctrl_c():
         yield from read_papers([DATA / "snapshot_sample.json"])

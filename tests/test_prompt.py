@@ -1,6 +1,6 @@
 import pytest
 
-from chatgentitle.prompt import (
+from chatgentitle.data.prompt import (
     IGNORE_INDEX,
     SEED_INSTRUCTION,
     PromptTemplate,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from chatgentitle.records import ArxivRecord, atomic_path
+from chatgentitle.data.records import ArxivRecord, atomic_path
 
 
 def test_a_crawled_record_keeps_every_field_in_json():

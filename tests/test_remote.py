@@ -11,10 +11,10 @@ from helpers import SERVER_KEY
 from oai_server import LoopbackServer
 
 from chatgentitle.cli import cli
-from chatgentitle.config import GenerationOptions
-from chatgentitle.generate import titles
-from chatgentitle.prompt import PromptTemplate
-from chatgentitle.remote import RemoteTitles
+from chatgentitle.data.prompt import PromptTemplate
+from chatgentitle.decoding.options import GenerationOptions
+from chatgentitle.titling.generator import titles
+from chatgentitle.titling.remote import RemoteTitles
 
 ABSTRACTS = ["we propose a novel method for learning graph neural networks", "quantum field theory spectra",
              "deep models for image segmentation results"]
@@ -137,8 +137,8 @@ def test_eval_scores_a_remote_system_beside_the_local_one(tiny_generator, tiny_s
 def test_serve_and_web_ui_can_front_a_remote_backend(tiny_generator, tiny_server):
     from fastapi.testclient import TestClient
 
-    from chatgentitle.server import create_app
-    from chatgentitle.web import build_demo
+    from chatgentitle.serving.app import create_app
+    from chatgentitle.serving.web import build_demo
 
     remote = RemoteTitles(tiny_server, tiny_generator.name, api_key=KEY, chat=True)
     app = create_app([remote])

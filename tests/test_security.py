@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from helpers import SERVER_KEY, FakeGenerator
 from starlette.routing import Mount
 
-from chatgentitle.batcher import MAX_ABSTRACT_CHARS
+from chatgentitle.serving.jobs import MAX_ABSTRACT_CHARS
 
 ABSTRACT = "we propose a novel method for learning graph neural networks"
 BEARER = {"Authorization": f"Bearer {SERVER_KEY}"}
@@ -26,7 +26,7 @@ API = [("GET", "/v1/models", None), ("POST", "/v1/titles", {"abstract": ABSTRACT
 
 @pytest.fixture
 def app():
-    from chatgentitle.server import create_app, with_ui
+    from chatgentitle.serving.app import create_app, with_ui
 
     return with_ui(create_app([FakeGenerator()], api_key=SERVER_KEY), api_key=SERVER_KEY)
 
@@ -34,7 +34,7 @@ def app():
 def ui_values(abstract: str) -> list:
     """The web UI's inputs in order: instruction, abstract, include, words, your title, then every other
     option at its default."""
-    from chatgentitle.web import OPTION_FIELDS
+    from chatgentitle.serving.web import OPTION_FIELDS
 
     return ["Write a title.", abstract, "", 0, "", *(f.default for f in OPTION_FIELDS)]
 
@@ -87,7 +87,7 @@ def test_the_ui_lets_in_with_the_key_and_keeps_the_api_limit(app):
 
 
 def test_a_non_loopback_host_without_a_key_warns(run_dir):
-    from chatgentitle.server import ServeConfig
+    from chatgentitle.serving.app import ServeConfig
 
     assert ServeConfig(host="0.0.0.0").exposed_without_key()
     assert not ServeConfig(host="0.0.0.0", api_key="k").exposed_without_key()
@@ -111,7 +111,7 @@ def test_wrong_keys_are_throttled_per_address_under_a_loopback_attack():
     import httpx
     from helpers import serving
 
-    from chatgentitle.server import create_app
+    from chatgentitle.serving.app import create_app
 
     app = create_app([FakeGenerator()], api_key=SERVER_KEY)
     now = [1000.0]
@@ -145,7 +145,7 @@ def test_no_stream_stays_open_without_signing_in():
     import httpx
     from helpers import serving
 
-    from chatgentitle.server import create_app, with_ui
+    from chatgentitle.serving.app import create_app, with_ui
 
     with serving(with_ui(create_app([FakeGenerator()], api_key=SERVER_KEY), api_key=SERVER_KEY)) as url:
         with httpx.Client(base_url=url, timeout=10) as client:

@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from helpers import SERVER_KEY, WORDS
 
 from chatgentitle.cli import cli
-from chatgentitle.config import GenerationOptions
+from chatgentitle.decoding.options import GenerationOptions
 from chatgentitle.errors import OptionError
-from chatgentitle.ranking import Candidate, Verdict, contains, spread
+from chatgentitle.titling.ranking import Candidate, Verdict, contains, spread
 
 ABSTRACTS = [" ".join(WORDS.split()[i:i + 25]) for i in range(0, 50, 10)]
 
@@ -25,7 +25,7 @@ def test_contains_means_whole_words_in_any_case():
 @pytest.mark.parametrize("phrases", [("graph",), ("neural networks",), ("quantum", "deep models")])
 def test_every_searched_title_holds_every_phrase(tiny_generator, phrases):
     """The search's own titles (before any filter) hold each phrase, and there are num_beams of them."""
-    from chatgentitle.steering import Steering, steered_search
+    from chatgentitle.decoding.steering import Steering, steered_search
 
     options = GenerationOptions(include=phrases, max_new_tokens=12)
     tokenizer = tiny_generator.tokenizer
@@ -82,8 +82,8 @@ def test_spread_keeps_the_first_and_passes_over_titles_like_it():
 
 def test_the_first_shown_title_is_the_best_ranked_of_the_first_n(fake_generator):
     """Spreading the list over the pool leaves its first title where ranking put it."""
-    from chatgentitle.generate import candidates
-    from chatgentitle.ranking import Ranker
+    from chatgentitle.titling.generator import candidates
+    from chatgentitle.titling.ranking import Ranker
 
     pool = ["graph models", "graph neural models", "graph neural networks for graphs", "graph neural",
             "deep graph neural networks for graph data", "graph neural networks"]
@@ -98,7 +98,7 @@ def test_log_probs_are_the_models_own(tiny_generator):
     """Batched and padded, each title's mean log-probability equals one unpadded forward pass of its own."""
     import torch
 
-    from chatgentitle.prompt import encode_prompt
+    from chatgentitle.data.prompt import encode_prompt
 
     g, abstract = tiny_generator, ABSTRACTS[0]
     titles = ["graph neural networks", "we propose a novel method for learning", "quantum"]

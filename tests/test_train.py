@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from chatgentitle.cli import cli
-from chatgentitle.run import RunDir
-from chatgentitle.train_data import Example, load_examples
+from chatgentitle.model.run_dir import RunDir
+from chatgentitle.training.examples import Example, load_examples
 
 
 def train_args(tiny_model_dir, data, out, *extra):
@@ -43,8 +43,8 @@ def test_adapter_reload_gives_the_same_logits(tiny_model_dir, train_file, tmp_pa
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from chatgentitle.config import TrainConfig
-    from chatgentitle.train import train
+    from chatgentitle.training.config import TrainConfig
+    from chatgentitle.training.loop import train
 
     cfg = TrainConfig(base_model=str(tiny_model_dir), data=str(train_file), output_dir=str(tmp_path / "r"),
                       batch_size=4, micro_batch_size=2, max_steps=3, val_set_size=0, cutoff_len=64,
@@ -67,7 +67,7 @@ def test_init_adapter_warm_starts_from_a_run_dir(tiny_model_dir, train_file, tmp
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from chatgentitle.train import TrainError, load_adapter_weights
+    from chatgentitle.training.loop import TrainError, load_adapter_weights
 
     first = tmp_path / "first"
     assert CliRunner().invoke(cli, train_args(tiny_model_dir, train_file, first, "--max-steps", "2")).exit_code == 0
@@ -134,9 +134,9 @@ def test_title_only_logits_give_the_standard_loss(tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-    from chatgentitle.prompt import PromptTemplate, encode_example
-    from chatgentitle.train import TitleTrainer
-    from chatgentitle.train_data import TitleCollator
+    from chatgentitle.data.prompt import PromptTemplate, encode_example
+    from chatgentitle.training.examples import TitleCollator
+    from chatgentitle.training.loop import TitleTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -161,9 +161,9 @@ def test_eager_attention_gives_the_same_loss_and_gradients(tiny_model_dir, tmp_p
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-    from chatgentitle.prompt import PromptTemplate, encode_example
-    from chatgentitle.train import TitleTrainer
-    from chatgentitle.train_data import TitleCollator
+    from chatgentitle.data.prompt import PromptTemplate, encode_example
+    from chatgentitle.training.examples import TitleCollator
+    from chatgentitle.training.loop import TitleTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     template = PromptTemplate.load("compact")
@@ -271,10 +271,10 @@ def test_dpo_starts_at_log_2_against_its_own_reference(tiny_model_dir, train_fil
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-    from chatgentitle.config import TrainConfig
-    from chatgentitle.prompt import PromptTemplate
-    from chatgentitle.train import TitleTrainer, add_reference_logps, title_logps
-    from chatgentitle.train_data import TitleCollator, encode_all
+    from chatgentitle.data.prompt import PromptTemplate
+    from chatgentitle.training.config import TrainConfig
+    from chatgentitle.training.examples import TitleCollator, encode_all
+    from chatgentitle.training.loop import TitleTrainer, add_reference_logps, title_logps
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)

@@ -19,22 +19,22 @@ def free_port() -> int:
 
 @pytest.fixture
 def server(fake_generator):
-    from chatgentitle.ranking import Ranker
-    from chatgentitle.server import create_app, with_ui
+    from chatgentitle.serving.app import create_app, with_ui
+    from chatgentitle.titling.ranking import Ranker
 
     with serving(with_ui(create_app([fake_generator], Ranker()))) as url:
         yield url
 
 
 def demo_config(source) -> dict:
-    from chatgentitle.server import create_app
-    from chatgentitle.web import build_demo
+    from chatgentitle.serving.app import create_app
+    from chatgentitle.serving.web import build_demo
 
     return build_demo(create_app([source]).state.service).get_config_file()
 
 
 def test_ui_has_the_seed_boxes(fake_generator):
-    from chatgentitle.prompt import SEED_INSTRUCTION
+    from chatgentitle.data.prompt import SEED_INSTRUCTION
 
     config = demo_config(fake_generator)
     labels = {c["props"].get("label"): c["props"].get("value") for c in config["components"]}
@@ -43,8 +43,9 @@ def test_ui_has_the_seed_boxes(fake_generator):
 
 
 def test_sliders_have_the_bounds_and_defaults_of_generation_options(fake_generator):
-    from chatgentitle.config import GenerationOptions, bounds
-    from chatgentitle.web import OPTION_FIELDS
+    from chatgentitle.config import bounds
+    from chatgentitle.decoding.options import GenerationOptions
+    from chatgentitle.serving.web import OPTION_FIELDS
 
     sliders = {c["props"]["label"]: c["props"] for c in demo_config(fake_generator)["components"]
                if c["type"] == "slider"}

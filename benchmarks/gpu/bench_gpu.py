@@ -77,7 +77,7 @@ def generate_check(name: str, run_dir: str, abstracts: list[str], out: Path, lim
     """Load base + adapter (optionally 8/4-bit), title the abstracts in batches of 16, time it."""
     code = f"""
 import json, sys, time, torch
-from chatgentitle.generate import GenerationOptions, TitleGenerator
+from chatgentitle.titling.generator import GenerationOptions, TitleGenerator
 abstracts = json.loads(sys.stdin.read())
 gen = TitleGenerator.load({run_dir!r}, quantize={quantize!r})
 options = GenerationOptions({options})

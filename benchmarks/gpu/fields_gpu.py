@@ -50,8 +50,8 @@ def pools(generator, papers: list[dict], beams: int, batch: int, until: float | 
     in order of abstract length within each call (less padding), `batch` at a time."""
     import torch
 
-    from chatgentitle.config import GenerationOptions
-    from chatgentitle.decoding import beam_search
+    from chatgentitle.decoding.options import GenerationOptions
+    from chatgentitle.decoding.search import beam_search
 
     options, tokenizer = GenerationOptions(num_beams=beams), generator.tokenizer
     papers = sorted(papers, key=lambda p: len(p["abstract"]))
@@ -74,7 +74,7 @@ def pools(generator, papers: list[dict], beams: int, batch: int, until: float | 
 def speed(generator, papers: list[dict], results: dict) -> None:
     import torch
 
-    from chatgentitle.config import GenerationOptions
+    from chatgentitle.decoding.options import GenerationOptions
 
     cuda = torch.cuda.is_available()
     abstracts = [p["abstract"] for p in papers]
@@ -118,7 +118,7 @@ def finished_adapter(run_dir: Path, base: str) -> Path | None:
     checkpoints = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     if not checkpoints or not (checkpoints[-1] / "adapter_model.safetensors").is_file():
         return None
-    from chatgentitle.prompt import PromptTemplate
+    from chatgentitle.data.prompt import PromptTemplate
 
     PromptTemplate.load("compact").save(checkpoints[-1])
     (checkpoints[-1] / "config.yaml").write_text(f"base_model: {base}\nprompt_template: compact\ncutoff_len: 256\n")
@@ -164,7 +164,7 @@ def main() -> None:
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "fields-gpu"
     work.mkdir(parents=True, exist_ok=True)
 
-    from chatgentitle.generate import TitleGenerator
+    from chatgentitle.titling.generator import TitleGenerator
 
     def find(name):
         return next(p for p in (args.data / f"{name}.jsonl.xz", args.data / f"{name}.jsonl") if p.is_file())

@@ -12,15 +12,17 @@ from pathlib import Path
 
 import click
 
-from chatgentitle.config import BEST_TITLES, DTYPES, GenerationOptions, TrainConfig, bounds, split_csv
-from chatgentitle.crawl import CrawlJob
+from chatgentitle.config import DTYPES, bounds, split_csv
+from chatgentitle.crawl.harvest import CrawlJob
+from chatgentitle.data.prepare import PrepareConfig
+from chatgentitle.decoding.options import BEST_TITLES, GenerationOptions
 from chatgentitle.errors import ChatGenTitleError, one_line, require_extra
+from chatgentitle.evaluation.report import BASELINES  # light: no torch, no metrics libraries at import
+from chatgentitle.export.gguf_file import OUTTYPES  # light: gguf is imported when a file is written
 from chatgentitle.flags import dataclass_flags, given, take
-from chatgentitle.gguf_export import OUTTYPES  # light: gguf is imported when a file is written
-from chatgentitle.prepare import PrepareConfig
-from chatgentitle.report import BASELINES  # light: no torch, no metrics libraries at import
-from chatgentitle.server import ServeConfig
-from chatgentitle.sources import SourceSpec
+from chatgentitle.serving.app import ServeConfig
+from chatgentitle.titling.sources import SourceSpec, refuse_unsupported
+from chatgentitle.training.config import TrainConfig
 
 
 class UserError(ChatGenTitleError):
@@ -63,10 +65,10 @@ def cli(debug):
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any input line is bad.")
 def prepare(inputs, db, out_dir, preset, strict, formats, **options):
     """Turn arXiv metadata (snapshot JSON lines, .gz, or our JSONL) into train/val/test data."""
-    from chatgentitle.prepare import PRESETS, read_inputs, summary
-    from chatgentitle.prepare import prepare as run_prepare
+    from chatgentitle.data.prepare import PRESETS, read_inputs, summary
+    from chatgentitle.data.prepare import prepare as run_prepare
+    from chatgentitle.data.records import BadLines
     from chatgentitle.progress import on_terminal
-    from chatgentitle.records import BadLines
 
     if not inputs and not db:
         raise UserError("give at least one input file or --db")
@@ -96,8 +98,8 @@ def train(config_file, **options):
     cfg = TrainConfig.from_yaml(config_file, **options) if config_file else take(TrainConfig, options)
     if not cfg.data:
         raise UserError("give --data (or data: in --config)")
-    from chatgentitle.run import RunDir
-    from chatgentitle.train import train as run_train
+    from chatgentitle.model.run_dir import RunDir
+    from chatgentitle.training.loop import train as run_train
 
     run = RunDir(run_train(cfg))
     kept = run.kept_step(run.read_metrics())
@@ -113,21 +115,21 @@ def train(config_file, **options):
 @click.option("--status", is_flag=True, help="Print counts per category and the last harvests, and exit.")
 def crawl(db, export_path, status, **flags):
     """Harvest new arXiv papers politely into the paper store (OAI-PMH, API or RSS)."""
-    from chatgentitle import crawl as arxiv
-    from chatgentitle.store import PaperStore
+    from chatgentitle.crawl import harvest
+    from chatgentitle.data.store import PaperStore
 
     job = take(CrawlJob, flags)
     with PaperStore(db) as store:
         if status:
             click.echo("\n".join(store.status()))
         elif export_path:
-            from chatgentitle.records import write_jsonl
+            from chatgentitle.data.records import write_jsonl
 
             click.echo(f"{write_jsonl(export_path, store.records())} papers written to {export_path}")
         else:
             fetcher = job.fetcher(on_wait=_echo_wait if sys.stderr.isatty() else None)
             try:
-                arxiv.run(job, store, fetcher, echo=click.echo)
+                harvest.run(job, store, fetcher, echo=click.echo)
             finally:
                 fetcher.close()
 
@@ -138,17 +140,9 @@ def _echo_wait(seconds: float) -> None:
 
 # ----------------------------------------------------------------------------- generate / serve / export
 def _source(values: dict, **fixed):
-    from chatgentitle.sources import load_source
+    from chatgentitle.titling.sources import load_source
 
     return load_source(take(SourceSpec, values, **fixed))
-
-
-def _endpoint_can_decode(values: dict) -> None:
-    """With --endpoint, decoding options given that it cannot honour are an error, not silently dropped."""
-    if values.get("endpoint"):
-        from chatgentitle.remote import refuse_unsupported
-
-        refuse_unsupported(given(GenerationOptions, dict(values)))
 
 
 @cli.command()
@@ -173,12 +167,12 @@ def _endpoint_can_decode(values: dict) -> None:
 def generate(abstract, input_path, output_path, num_candidates, instruction, batch_size, db, stream, samples,
              as_json, yours, **flags):
     """Write a title for ABSTRACT (or - for stdin), or for every abstract in --input."""
-    from chatgentitle import batch
+    from chatgentitle.titling import files
 
-    _endpoint_can_decode(flags)
+    refuse_unsupported(flags)
     options = take(GenerationOptions, flags, num_candidates=num_candidates)
     if samples:
-        return click.echo(batch.samples_report(_source(flags), options))
+        return click.echo(files.samples_report(_source(flags), options))
     if bool(abstract) == bool(input_path) or (input_path and not output_path):
         raise UserError("give an ABSTRACT (or -), or --input FILE with --output FILE")
     if yours is not None and not abstract:
@@ -187,20 +181,20 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
     if abstract is not None and not abstract.strip():
         raise UserError("the abstract is empty")
     source = _source(flags)
-    from chatgentitle.ranking import make_ranker
+    from chatgentitle.titling.ranking import make_ranker
 
     ranker = make_ranker(db) if num_candidates > 1 or db else None
     if input_path:
-        written, skipped = batch.generate_file(source, input_path, output_path, options, batch_size, ranker,
+        written, skipped = files.generate_file(source, input_path, output_path, options, batch_size, ranker,
                                                instruction, progress=True)
         return click.echo(f"{written} titles written to {output_path} ({skipped} already there)")
     if stream and options.streams and yours is None:
         for shown in source.stream(abstract, options, instruction):
             click.echo("\r" + shown, nl=False)
         return click.echo()
-    from chatgentitle.generate import titles
+    from chatgentitle.titling.generator import titles
 
-    click.echo(batch.describe(titles(source, [abstract], options, ranker, instruction, yours=yours)[0], as_json))
+    click.echo(files.describe(titles(source, [abstract], options, ranker, instruction, yours=yours)[0], as_json))
 
 
 @cli.command()
@@ -212,8 +206,8 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
 @dataclass_flags(SourceSpec, skip=("model",))
 def serve(models, **flags):
     """Serve the JSON API (/v1/titles, OpenAI routes, /docs) and the web UI (/) from one process."""
-    from chatgentitle.report import named
-    from chatgentitle.server import serve as run_server
+    from chatgentitle.evaluation.report import named
+    from chatgentitle.serving.app import serve as run_server
 
     cfg = take(ServeConfig, flags)
     require_extra("serve", "fastapi", "uvicorn", *(("gradio",) if cfg.ui else ()))
@@ -236,10 +230,10 @@ def serve(models, **flags):
 @dataclass_flags(GenerationOptions, skip=("num_candidates",), defaults={"consensus": BEST_TITLES})
 def label(data_path, held_out, output_path, max_papers, batch_size, label_by, **flags):
     """Consensus titles for training abstracts: the labels that distillation trains on (`train --data`)."""
-    from chatgentitle import batch
+    from chatgentitle.titling import files
 
-    _endpoint_can_decode(flags)
-    written, skipped = batch.label_file(_source(flags), data_path, list(held_out), output_path,
+    refuse_unsupported(flags)
+    written, skipped = files.label_file(_source(flags), data_path, list(held_out), output_path,
                                         take(GenerationOptions, flags), batch_size, max_papers, label_by)
     click.echo(f"{written} labels written to {output_path} ({skipped} already there)")
 
@@ -259,8 +253,8 @@ def label(data_path, held_out, output_path, max_papers, batch_size, label_by, **
 def export(run_dir, out_dir, out_format, dtype, outtype):
     """Merge an adapter into its base model: a plain HF checkpoint (plus the adapter alone in adapter/),
     or a GGUF file whose chat template writes our prompt around a pasted abstract."""
-    from chatgentitle.generate import default_adapter_dir
-    from chatgentitle.modeling import export
+    from chatgentitle.export.hf import export
+    from chatgentitle.titling.generator import default_adapter_dir
 
     name = "chatgentitle" if run_dir == "default" else Path(run_dir).name
     run_dir = default_adapter_dir() if run_dir == "default" else Path(run_dir)
@@ -293,7 +287,7 @@ def export(run_dir, out_dir, out_format, dtype, outtype):
 @dataclass_flags(GenerationOptions, skip=("num_candidates",))
 def evaluate(data_path, models, endpoint_models, baselines, prediction_files, out_dir, limit, batch_size, db, **flags):
     """Score models, baselines and other systems' titles against the real titles."""
-    from chatgentitle import report
+    from chatgentitle.evaluation import report
 
     options = take(GenerationOptions, flags)
     systems = report.parse_systems(models, endpoint_models, prediction_files, baselines, take(SourceSpec, flags))

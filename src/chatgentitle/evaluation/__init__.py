@@ -1,0 +1,1 @@
+"""`chatgentitle eval`: metrics (scores, intervals, fields) and report (systems side by side)."""

@@ -1,0 +1,1 @@
+"""Models out: hf (a merged Hugging Face checkpoint) and gguf_file (llama.cpp, Ollama)."""

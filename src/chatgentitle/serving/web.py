@@ -1,0 +1,163 @@
+"""The Gradio web UI: the seed project's Instruction and Input boxes, options, candidates.
+
+    demo = build_demo(app.state.service)     # the TitleService of server.create_app
+
+It submits to the server's TitleService like the API does (same bounds, queue and deadline) and
+decodes once: a plan that streams shows the title as it grows; any other shows a progress bar
+(from the measured cost of that decoding) until its candidates arrive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import time
+from typing import get_type_hints
+
+import gradio as gr
+
+from chatgentitle.config import bounds, field_docs
+from chatgentitle.decoding.options import GenerationOptions
+from chatgentitle.serving.jobs import (
+    MAX_ABSTRACT_CHARS,
+    MAX_INSTRUCTION_CHARS,
+    MAX_TITLE_CHARS,
+    Busy,
+    TitleService,
+    check_abstract,
+)
+from chatgentitle.titling.ranking import Verdict
+
+EXAMPLE_ABSTRACT = (
+    "Large language models are increasingly used to draft scientific text, yet choosing a title that "
+    "is faithful, concise and distinctive remains hard. We fine-tune small open models with low-rank "
+    "adapters on abstract-title pairs from arXiv and rank several candidates by their semantic "
+    "similarity to the abstract, their length and their use of worn phrases."
+)
+COLUMNS = ["title", "score", "faithfulness", "words", "clichés", "known paper"]
+# the title column takes half the page; the numbers need a few characters each
+COLUMN_WIDTHS = ["50%", "8%", "11%", "7%", "12%", "12%"]
+STEERING = ("include", "words")  # their own boxes, above the options
+OPTION_FIELDS = [f for f in dataclasses.fields(GenerationOptions) if f.name not in STEERING]
+OPTION_TYPES = get_type_hints(GenerationOptions)
+TICK_SECONDS = 0.25  # how often the page hears how the decoding goes
+
+
+def option_input(option: dataclasses.Field):
+    """A checkbox or a slider for one GenerationOptions field: its bounds, default and help."""
+    help_text = field_docs(GenerationOptions)[option.name]
+    if OPTION_TYPES[option.name] is bool:
+        return gr.Checkbox(value=option.default, label=option.name, info=help_text)
+    low, high = option.metadata["range"]
+    step = 1 if OPTION_TYPES[option.name] is int else 0.01
+    return gr.Slider(low, high, value=option.default, step=step, label=option.name, info=help_text,
+                     elem_id=f"option-{option.name}")
+
+
+def read_options(values, include: str = "", words: float | None = 0) -> GenerationOptions:
+    """The option widgets' values as GenerationOptions, within the API's bounds (gr.Error outside);
+    `include`: one phrase per line; `words`: 0 for any length."""
+    try:
+        chosen = {f.name: OPTION_TYPES[f.name](v) for f, v in zip(OPTION_FIELDS, values, strict=True)}
+        phrases = tuple(line.strip() for line in (include or "").splitlines() if line.strip())
+        return GenerationOptions(**chosen, include=phrases, words=int(words) if words else None)
+    except (TypeError, ValueError) as err:
+        raise gr.Error(str(err)) from None
+
+
+def verdict_text(candidates) -> str:
+    """The verdict on the author's title, as Markdown (empty when none was judged)."""
+    verdict = Verdict.of_pool(candidates)
+    if verdict is None:
+        return ""
+    better = "".join(f"\n- {title}" for title in verdict.better)
+    return (f"**Your title** ranks {verdict.rank} of {verdict.of} by the model's likelihood (mean log-prob "
+            f"{verdict.log_prob:.3f} per token)." + (f" More likely:{better}" if better else ""))
+
+
+def rows(candidates) -> list[list]:
+    """One row per candidate, best first; scores to 3 places (blank where the candidate was not ranked)."""
+    def rounded(value):
+        return "" if value is None else round(value, 3)
+
+    return [[c.title, rounded(c.score), rounded(c.faithfulness), c.words, ", ".join(c.cliches), c.known_match or ""]
+            for c in candidates]
+
+
+def write_titles(service: TitleService, instruction: str, abstract: str, include: str, words, yours: str, *values,
+                 progress=gr.Progress()):
+    """Yield (title so far, candidate rows, verdict) as the decoding goes; the last yield holds the ranked
+    candidates, and the verdict on `yours` (the author's title) when one is given."""
+    try:
+        check_abstract(abstract or "")
+    except ValueError as err:
+        raise gr.Error(f"{err}. Paste one abstract into the Input box.") from None
+    options = read_options(values, include, words)
+    yours = (yours or "").strip()[:MAX_TITLE_CHARS] or None
+    grown: queue.SimpleQueue[str] = queue.SimpleQueue()
+    try:
+        if options.streams and yours is None:
+            job = service.stream(abstract, options, instruction or None, grown.put)
+        else:
+            job = service.titles([abstract], options, instruction or None, yours=yours)
+    except Busy as err:
+        raise gr.Error(f"{err} (try again in {err.retry_after} s)") from None
+    began, title = time.monotonic(), ""
+    try:
+        while not job.future.done():
+            try:
+                title = grown.get(timeout=TICK_SECONDS)
+                yield title, [], ""
+            except queue.Empty:
+                if job.estimate:
+                    progress(min(0.99, (time.monotonic() - began) / job.estimate), desc="writing titles")
+            if time.monotonic() > job.deadline + 1:
+                raise gr.Error(f"no answer within the {service.request_timeout:g} s deadline")
+        error = job.future.exception()
+        if error:
+            raise gr.Error("no answer within the deadline" if isinstance(error, TimeoutError) else str(error))
+        candidates = job.future.result()[0]
+        shown = [c for c in candidates if not c.yours]
+        yield shown[0].title, rows(shown), verdict_text(candidates)
+    finally:
+        job.abandoned.set()  # a closed page stops its decoding; a finished job is not affected
+
+
+def build_demo(service: TitleService) -> gr.Blocks:
+    source = service.source()
+
+    def handler(instruction, abstract, include, words, yours, *values, progress=gr.Progress()):
+        yield from write_titles(service, instruction, abstract, include, words, yours, *values, progress=progress)
+
+    with gr.Blocks(title="ChatGenTitle") as demo:
+        gr.Markdown("# ChatGenTitle\nWrite a title for a paper from its abstract.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                instruction_box = gr.Textbox(label="Instruction", value=source.instruction, lines=2,
+                                             max_length=MAX_INSTRUCTION_CHARS)
+                input_box = gr.Textbox(label="Input", placeholder="Paste the abstract here", lines=10,
+                                       max_length=MAX_ABSTRACT_CHARS, elem_id="abstract-input")
+                with gr.Row():
+                    include_box = gr.Textbox(label="Include", lines=2, elem_id="include",
+                                             placeholder="Words every title must contain, one phrase per line",
+                                             info=field_docs(GenerationOptions)["include"])
+                    low, high = bounds(GenerationOptions, "words")
+                    words_box = gr.Slider(0, high, value=0, step=1, label="Words", elem_id="words",
+                                          info=f"Target length in words, {low} to {high} (0: any).")
+                yours_box = gr.Textbox(label="Your title", elem_id="your-title", max_length=MAX_TITLE_CHARS,
+                                       placeholder="Optional: your own title, to see how the model ranks it")
+                with gr.Accordion("Generation options", open=False):
+                    option_inputs = [option_input(option) for option in OPTION_FIELDS]
+                submit = gr.Button("Generate title", variant="primary", elem_id="generate")
+            with gr.Column(scale=2):
+                title_box = gr.Textbox(label="Title", lines=2, elem_id="title-output")
+                verdict_box = gr.Markdown(elem_id="verdict")
+        # full width below: one row per candidate, the title column wide enough to read
+        table = gr.Dataframe(headers=COLUMNS, label="Ranked candidates", wrap=True, column_widths=COLUMN_WIDTHS,
+                             interactive=False, elem_id="candidates")
+        gr.Examples([[source.instruction, EXAMPLE_ABSTRACT]], [instruction_box, input_box])
+        inputs = [instruction_box, input_box, include_box, words_box, yours_box, *option_inputs]
+        # no concurrency limit here: the TitleService queues, bounds and refuses work for every front end
+        submit.click(handler, inputs, [title_box, table, verdict_box], api_name="write_titles", concurrency_limit=None,
+                     show_progress="full")
+    return demo

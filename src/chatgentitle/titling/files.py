@@ -1,0 +1,182 @@
+"""Titles for files of abstracts: JSONL, CSV or TXT in, JSONL out, resumable.
+
+Re-running with the same --output skips the ids already there: each finished batch is
+appended and flushed, so an interrupted run loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from chatgentitle.data.records import sample_papers
+from chatgentitle.decoding.options import GenerationOptions
+from chatgentitle.errors import ChatGenTitleError
+from chatgentitle.progress import Progress
+from chatgentitle.titling.generator import TitleSource, titles
+from chatgentitle.titling.ranking import Candidate, Ranker, Verdict, closest_titles
+
+
+class InputError(ChatGenTitleError, ValueError):
+    """An input file that cannot be read as abstracts; the message names the file and line."""
+
+
+def read_abstracts(path: Path) -> Iterator[tuple[str, str]]:
+    """(id, abstract) pairs: JSONL with id/abstract, CSV with id/abstract columns, or TXT lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input not found: {path}")
+    suffix = path.suffix.lower()
+    with open(path, encoding="utf-8", newline="") as handle:
+        if suffix == ".csv":
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "abstract" not in reader.fieldnames:
+                raise InputError(f"{path}: a CSV needs an 'abstract' column")
+            for line_no, row in enumerate(reader, start=2):
+                yield (row.get("id") or str(line_no - 1)), row["abstract"] or ""
+        elif suffix in (".jsonl", ".json"):
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise InputError(f"{path}:{line_no}: invalid JSON") from None
+                if not isinstance(row, dict) or not isinstance(row.get("abstract"), str):
+                    raise InputError(f"{path}:{line_no}: needs a string field 'abstract'")
+                yield str(row.get("id", line_no)), row["abstract"]
+        else:  # one abstract per line
+            for line_no, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield str(line_no), line.strip()
+
+
+def done_ids(output: Path) -> set[str]:
+    """Ids already in the output; a last line cut by a crash is removed so appends stay valid."""
+    if not output.is_file():
+        return set()
+    data = output.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(output, "r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
+        data = data[: data.rfind(b"\n") + 1]
+    ids = set()
+    for line in data.decode("utf-8").splitlines():
+        try:
+            ids.add(str(json.loads(line)["id"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut by a crash: that id is simply done again
+    return ids
+
+
+def generate_file(
+    generator: TitleSource,
+    input_path: Path,
+    output_path: Path,
+    options: GenerationOptions,
+    batch_size: int = 8,
+    ranker: Ranker | None = None,
+    instruction: str | None = None,
+    progress: bool = False,
+) -> tuple[int, int]:
+    """Write titles for every abstract not yet in output_path; returns (written, skipped). With progress,
+    a bar on a terminal or a line every few percent in a log (progress.py)."""
+    output_path = Path(output_path)
+    skip = done_ids(output_path)
+    todo = [(i, a) for i, a in read_abstracts(input_path) if i not in skip]
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    shown = Progress(len(todo), "titles", output_path.stem, show=progress)
+    with shown, open(output_path, "a", encoding="utf-8") as out:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            began = time.perf_counter()
+            results = titles(generator, [a for _, a in chunk], options, ranker, instruction)
+            seconds = (time.perf_counter() - began) / len(chunk)
+            for (paper_id, _), candidates in zip(chunk, results, strict=True):
+                row = {"id": paper_id, "title": candidates[0].title, "seconds": round(seconds, 3)}
+                if len(candidates) > 1 or candidates[0].known_match:
+                    row["candidates"] = [c.to_dict() for c in candidates]
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.flush()
+            shown.update(len(chunk))
+    return len(todo), len(skip)
+
+
+def label_file(source: TitleSource, data: Path, held_out: list[Path], output: Path, options: GenerationOptions,
+               batch_size: int = 8, max_papers: int | None = None, label_by: str = "consensus") -> tuple[int, int]:
+    """Titles by `options` (the consensus, by default) for training papers, as prepare-format rows that
+    `train --data` reads: id, abstract, title (the label), the paper's own title (real_title) and a
+    worse candidate (rejected, for preference training). `label_by` says which of the 8 best candidates
+    is the label: "consensus", the one they agree with most (rejected: the least); "real-title", the
+    one closest (ROUGE-L) to the paper's own title (rejected: the furthest) — self-training towards the
+    authors' wording with titles the model itself writes. No paper of `held_out` (validation, test) may
+    be among them, nor among the rows already in `output`. Resumable; returns (written, skipped)."""
+    import itertools
+
+    from chatgentitle.data.records import read_papers
+
+    excluded = {p.id for p in read_papers(held_out)}
+    papers = list(itertools.islice(read_papers([data]), max_papers))
+    skip = done_ids(output)
+    leaked = next((i for i in itertools.chain((p.id for p in papers), skip) if i in excluded), None)
+    if leaked:
+        raise InputError(f"paper {leaked} is held out ({', '.join(map(str, held_out))}): "
+                         f"labels come from training papers only")
+    todo = [p for p in papers if p.id not in skip]
+    ranked = replace(options, num_candidates=8)  # best first: the label, ..., the least agreed
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with Progress(len(todo), "labels", output.stem) as shown, open(output, "a", encoding="utf-8") as out:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            for paper, found in zip(chunk, source.generate([p.abstract for p in chunk], ranked), strict=True):
+                found = found[:ranked.num_candidates]  # a source may return a larger pool
+                if label_by == "real-title":
+                    found = closest_titles(found, paper.title)
+                row = {"id": paper.id, "abstract": paper.abstract, "title": found[0], "real_title": paper.title}
+                out.write(json.dumps(row | ({"rejected": found[-1]} if len(found) > 1 else {}),
+                                     ensure_ascii=False) + "\n")
+            out.flush()
+            shown.update(len(chunk))
+    return len(todo), len(skip)
+
+
+def describe(candidates: list[Candidate], as_json: bool = False) -> str:
+    """Candidates as `generate` prints them: one per line (score and warnings when ranked), then the
+    verdict on the author's title when the pool holds one; or JSON."""
+    shown, verdict = [c for c in candidates if not c.yours], Verdict.of_pool(candidates)
+    if as_json:
+        listed = [c.to_dict() for c in shown]
+        body = {"candidates": listed, "verdict": verdict.to_dict()} if verdict else listed
+        return json.dumps(body, indent=2, ensure_ascii=False)
+    lines = []
+    for candidate in shown:
+        note = f"  [score {candidate.score:.3f}]" if candidate.score is not None and len(shown) > 1 else ""
+        if candidate.known_match:
+            note += f"  warning: matches a known paper title ({candidate.known_match!r})"
+        lines.append(candidate.title + note)
+    if verdict:
+        ranker = f", ranker score {verdict.score:.3f}" if verdict.score is not None else ""
+        lines.append(f"\nyour title: rank {verdict.rank} of {verdict.of} by the model's likelihood "
+                     f"(mean log-prob {verdict.log_prob:.3f} per token{ranker})")
+        likely = {c.title: c.log_prob for c in shown}
+        lines += [f"  more likely: {title}  [{likely[title]:.3f}]" for title in verdict.better]
+    return "\n".join(lines)
+
+
+def samples_report(source: TitleSource, options: GenerationOptions) -> str:
+    """Titles for the packaged sample abstracts beside the real titles (`generate --samples`)."""
+    rows = sample_papers()
+    began = time.perf_counter()
+    found = titles(source, [r["abstract"] for r in rows], replace(options, num_candidates=1))
+    seconds = time.perf_counter() - began
+    lines = [f"model: {source.name}\n"]
+    for row, candidates in zip(rows, found, strict=True):
+        lines += [f"arXiv:{row['id']} ({row['categories'].split()[0]})",
+                  textwrap.fill(row["abstract"][:240] + "…", 100, initial_indent="  ", subsequent_indent="  "),
+                  f"  generated: {candidates[0].title}\n  real:      {row['title']}\n"]
+    return "\n".join([*lines, f"{len(rows)} titles in {seconds:.1f} s"])

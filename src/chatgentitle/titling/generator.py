@@ -1,0 +1,357 @@
+"""TitleGenerator: the one object that loads a model and writes titles.
+
+    from chatgentitle import TitleGenerator
+    generator = TitleGenerator.load()                 # the packaged default model
+    generator = TitleGenerator.load("runs/cs-lora")   # base + adapter from a run dir
+    generator(["We propose ..."])                     # -> ["A title"]
+
+The CLI, batch files, REST API, web UI and `eval` all go through it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+from chatgentitle.config import DEFAULT_BASE
+from chatgentitle.data.prompt import (
+    PROMPT_TOKENS,
+    SERVED_TEMPLATE,
+    ZERO_SHOT_TEMPLATE,
+    PromptTemplate,
+    clean_title,
+    encode_prompt,
+    prompt_room,
+)
+from chatgentitle.decoding.options import DecodingMode, GenerationOptions
+from chatgentitle.errors import OptionError
+from chatgentitle.model.loading import ModelError
+from chatgentitle.model.run_dir import RunDir
+from chatgentitle.titling.ranking import Candidate, Ranker, consensus_titles, pick_titles, spread, words
+
+
+def default_adapter_dir() -> Path | None:
+    """The adapter shipped inside the package, if this install has one."""
+    folder = Path(str(resources.files("chatgentitle") / "default_adapter"))
+    return folder if (folder / "adapter_config.json").is_file() else None
+
+
+class TitleSource(Protocol):
+    """What writes titles: TitleGenerator, RemoteTitles, the tests' stand-in. Front ends use `titles()`
+    below, never a backend's internals."""
+
+    name: str
+    instruction: str
+    """The instruction of its prompt (what the web UI's Instruction box starts with)."""
+
+    def generate(self, abstracts: list[str], options: GenerationOptions | None = None,
+                 instruction: str | None = None, should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
+        """Distinct candidate titles per abstract, best first: one for num_candidates 1; for more, a pool of up
+        to `options.pool` that `titles()` chooses the shown ones from. `should_stop` is asked between
+        decoding steps: when it says yes, decoding ends there."""
+
+    def complete(self, prompts: list[str], options: GenerationOptions | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
+        """At most num_candidates titles for whole prompts in the model's template (what OpenAI completions
+        clients send)."""
+
+    def stream(self, abstract: str, options: GenerationOptions | None = None, instruction: str | None = None,
+               should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
+        """One title as it grows (for options that stream: see GenerationOptions.streams)."""
+
+    def count_tokens(self, text: str, as_prompt: bool = False) -> int:
+        """Tokens of a title, or of the whole prompt made from an abstract (as_prompt), for usage counts."""
+
+    def log_probs(self, abstract: str, titles: list[str], instruction: str | None = None) -> list[float]:
+        """Each title's mean log-probability per token under the model, after this abstract's prompt."""
+
+
+def titles(source: TitleSource, abstracts: list[str], options: GenerationOptions | None = None,
+           ranker: Ranker | None = None, instruction: str | None = None,
+           should_stop: Callable[[], bool] | None = None, yours: str | None = None) -> list[list[Candidate]]:
+    """The one titling step of every front end: candidates from the source, ranked by `ranker` when
+    there are several to choose from or known titles to check; the first of each list is the title.
+    `yours`: the author's title, judged beside the candidates (for one abstract): it ends the list,
+    marked `yours`, and every title of the list has the model's log_prob (Verdict.of_pool reads it)."""
+    if yours is not None and len(abstracts) != 1:
+        raise OptionError("an author's title is judged for one abstract at a time")
+    options = options or GenerationOptions()
+    found = source.generate(abstracts, options, instruction, should_stop=should_stop)
+    shown = [candidates(abstract, titles, ranker, options.num_candidates)
+             for abstract, titles in zip(abstracts, found, strict=True)]
+    return shown if yours is None else [judged(source, abstracts[0], shown[0], yours, ranker, instruction)]
+
+
+def candidates(abstract: str, found: list[str], ranker: Ranker | None = None, shown: int | None = None
+               ) -> list[Candidate]:
+    """`shown` of the found titles (a source's pool, best first) as candidates, ranked when there is
+    something to rank. The first is the best-ranked of the source's `shown` first titles; each next one
+    is the best-ranked of the rest after discounting its likeness (ROUGE-L) to those already chosen
+    (maximal marginal relevance), so that the list spreads over real alternatives."""
+    shown = shown or len(found)
+    ranked = _ranked(abstract, found, ranker)  # a title's rank score does not depend on the others
+    if len(found) <= shown:
+        return ranked
+    first = next(c for c in ranked if c.title in found[:shown])
+    return spread(first, [c for c in ranked if c is not first], shown)
+
+
+def _ranked(abstract: str, found: list[str], ranker: Ranker | None) -> list[Candidate]:
+    """Found titles as candidates, ranked when there is something to rank."""
+    if ranker and (len(found) > 1 or ranker.known is not None):
+        return ranker.rank(abstract, found)
+    return [Candidate(title, words=len(words(title))) for title in found]
+
+
+def judged(source: TitleSource, abstract: str, pool: list[Candidate], yours: str, ranker: Ranker | None = None,
+           instruction: str | None = None) -> list[Candidate]:
+    """The candidates, then the author's title; each with the model's log-probability."""
+    yours = " ".join(yours.split())
+    if not yours:
+        raise OptionError("the title to judge is empty")
+    mine = ranker.rank(abstract, [yours])[0] if ranker else Candidate(yours, words=len(words(yours)))
+    pool.append(replace(mine, yours=True))
+    for candidate, log_prob in zip(pool, source.log_probs(abstract, [c.title for c in pool], instruction),
+                                   strict=True):
+        candidate.log_prob = round(log_prob, 4)
+    return pool
+
+
+def _ready(model, device: str, quantize: str | None):
+    """On its device, in eval mode, with the attention that lets beam search share prompts."""
+    if not quantize:
+        model = model.to(device)
+    model.eval()
+    if model.config._attn_implementation == "sdpa":  # sdpa, and shared prompts in beam search
+        from chatgentitle.decoding.shared_prefix import register_shared_attention
+
+        model.set_attn_implementation(register_shared_attention())
+    return model
+
+
+def _members_of(adapter: Path, base_model: str) -> list[Path]:
+    """The ensemble members' adapter dirs of a run dir (checked now: loading them waits for a consensus)."""
+    found = []
+    for member in RunDir(adapter).members():
+        if member.describe().base_model != base_model:
+            raise ModelError(f"{member.path}: an ensemble member needs the run's base model, {base_model}")
+        found.append(member.path)
+    return found
+
+
+def _load_members(folders: list[Path], base_model: str, dtype, device: str, quantize: str | None = None,
+                  merge: bool = True) -> list:
+    """Ensemble members, each merged into its own copy of the base model."""
+    from chatgentitle.model.loading import load_base, with_adapter
+
+    members = []
+    for folder in folders:
+        model, _ = load_base(base_model, dtype=dtype, quantize=quantize)
+        model = with_adapter(model, folder)
+        members.append(_ready(model.merge_and_unload() if merge and not quantize else model, device, quantize))
+    return members
+
+
+class TitleGenerator:
+    """Base model (+ LoRA adapter) + prompt template -> titles."""
+
+    def __init__(self, model, tokenizer, template: PromptTemplate, max_prompt_tokens: int = PROMPT_TOKENS,
+                 name: str = "model", adapter: str | None = None, lock: threading.Lock | None = None,
+                 members: Callable[[], list] | list | tuple = ()):
+        self.model = model
+        self._members = members  # a list, or what loads it on first use (only a consensus needs them)
+        self.tokenizer = tokenizer
+        self.template = template
+        self.max_prompt_tokens = max_prompt_tokens
+        self.name = name
+        self.adapter = adapter
+        """The PEFT adapter to activate before decoding, when several share one base model (load_many)."""
+        self.lock = lock or threading.Lock()  # shared by the generators of one model: one decodes at a time
+        self.device = next(model.parameters()).device
+
+    @property
+    def members(self) -> list:
+        """More models over the same tokenizer and prompt (an ensemble run's): their beams and samples join
+        the consensus. Loaded the first time a consensus asks for them."""
+        if callable(self._members):
+            self._members = self._members()
+        return list(self._members)
+
+    @property
+    def instruction(self) -> str:
+        return self.template.instruction
+
+    def count_tokens(self, text: str, as_prompt: bool = False) -> int:
+        if as_prompt:
+            return len(encode_prompt(self.template, self.tokenizer, text, None, self.max_prompt_tokens))
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @staticmethod
+    def default_template() -> PromptTemplate:
+        """The packaged default adapter's prompt (what a server of that adapter expects)."""
+        folder = default_adapter_dir()
+        return RunDir(folder).describe().template if folder else PromptTemplate.load(SERVED_TEMPLATE)
+
+    @classmethod
+    def load(
+        cls,
+        run_dir: str | Path | None = None,
+        *,
+        base_model: str | None = None,
+        prompt_template: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        quantize: str | None = None,
+        merge: bool = True,
+    ) -> TitleGenerator:
+        """Load base + adapter from run_dir, the packaged default adapter, or a base model alone.
+
+        With base_model and no run_dir the base model answers zero-shot (the `zero-shot` baseline).
+        """
+        from chatgentitle.model.loading import load_base, pick_device, resolve_dtype, with_adapter
+
+        adapter = Path(run_dir) if run_dir else (None if base_model else default_adapter_dir())
+        cutoff = PROMPT_TOKENS
+        if adapter:
+            info = RunDir(adapter).describe()
+            template, cutoff = info.template, info.cutoff_len
+            base_model = base_model or info.base_model
+        else:
+            base_model = base_model or DEFAULT_BASE
+            template = PromptTemplate.load(prompt_template or ZERO_SHOT_TEMPLATE)
+        if prompt_template and adapter:
+            template = PromptTemplate.load(prompt_template)
+        device = pick_device(device)
+        torch_dtype = resolve_dtype(dtype, device)
+        model, tokenizer = load_base(base_model, dtype=torch_dtype, quantize=quantize)
+        if template.chat and not getattr(tokenizer, "chat_template", None):  # say so now, not mid-batch
+            raise ModelError(f"{base_model} has no chat template for the {template.name!r} prompt: "
+                             "give --prompt-template compact or alpaca")
+        members = ()
+        if adapter:
+            model = with_adapter(model, adapter)
+            if merge and not quantize:  # one matmul per layer instead of two: faster decoding
+                model = model.merge_and_unload()
+            members = partial(_load_members, _members_of(adapter, base_model), base_model, torch_dtype, device,
+                              quantize, merge)
+        model = _ready(model, device, quantize)
+        # the packaged default adapter answers as "chatgentitle" (its model id in the OpenAI API)
+        name = Path(run_dir).name if run_dir else ("chatgentitle" if adapter else f"{base_model} (zero-shot)")
+        return cls(model, tokenizer, template, max_prompt_tokens=prompt_room(cutoff), name=name, members=members)
+
+    @classmethod
+    def load_many(cls, runs: dict[str, str | Path | None], *, device: str = "auto",
+                  dtype: str = "auto") -> list[TitleGenerator]:
+        """Several adapters over one base model held once: a generator per adapter (by name; a run dir,
+        or None for the packaged adapter), which activates its adapter before it decodes."""
+        from chatgentitle.model.loading import load_base, pick_device, resolve_dtype, with_adapter
+
+        dirs = {name: Path(path) if path else default_adapter_dir() for name, path in runs.items()}
+        infos = {name: RunDir(folder).describe() for name, folder in dirs.items()}
+        bases = sorted({info.base_model for info in infos.values()})
+        if len(bases) != 1:
+            raise ModelError(f"adapters served together need one base model, these have {', '.join(bases)}")
+        device = pick_device(device)
+        dtype = resolve_dtype(dtype, device)
+        model, tokenizer = load_base(bases[0], dtype=dtype)
+        for name, folder in dirs.items():  # unmerged: each request picks its adapter
+            model = with_adapter(model, folder, name)
+        model, lock = _ready(model, device, None), threading.Lock()
+        return [cls(model, tokenizer, infos[name].template, prompt_room(infos[name].cutoff_len), name=name,
+                    adapter=name, lock=lock,
+                    members=partial(_load_members, _members_of(dirs[name], bases[0]), bases[0], dtype, device))
+                for name in dirs]
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, abstracts: list[str], options: GenerationOptions | None = None, instruction: str | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
+        """Distinct candidate titles for each abstract, best first (decoding.decode, then the choice its
+        mode makes: consensus, or the model's order with titles that repeat a pair of words last).
+        `should_stop` is asked between decoding steps: when it says yes, decoding ends there (the
+        titles so far come back; the API uses it past a deadline)."""
+        room = self.max_prompt_tokens  # the abstract is shortened so the prompt fits
+        return self._titles([encode_prompt(self.template, self.tokenizer, a, instruction, room) for a in abstracts],
+                            options or GenerationOptions(), should_stop)
+
+    def complete(self, prompts: list[str], options: GenerationOptions | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
+        """Titles for whole prompts (OpenAI completions), encoded as they are; their end is kept, where
+        the title starts."""
+        encoded = [self.tokenizer(text)["input_ids"][-self.max_prompt_tokens:] for text in prompts]
+        options = options or GenerationOptions()
+        return [found[:options.num_candidates] for found in self._titles(encoded, options, should_stop)]
+
+    def stream(self, abstract: str, options: GenerationOptions | None = None, instruction: str | None = None,
+               should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
+        """Yield the title as it grows, token by token (options that stream: greedy or sampling)."""
+        from chatgentitle.decoding.search import stream
+
+        options = replace(options or GenerationOptions(), num_candidates=1)
+        if not options.streams:
+            raise OptionError(f"{options.mode.value} decoding does not stream")
+        prompt = encode_prompt(self.template, self.tokenizer, abstract, instruction, self.max_prompt_tokens)
+        text = ""
+        for piece in stream(self.model, self.tokenizer, *self._tensors([prompt]), options, should_stop,
+                            hold=self._holding_model):
+            text += piece
+            if "\n" in text.strip():  # a title is one line
+                break
+            yield clean_title(text)
+
+    def __call__(self, abstracts: list[str], options: GenerationOptions | None = None,
+                 instruction: str | None = None) -> list[str]:
+        """One title per abstract."""
+        options = replace(options or GenerationOptions(), num_candidates=1)
+        return [titles[0] for titles in self.generate(abstracts, options, instruction)]
+
+    def log_probs(self, abstract: str, titles: list[str], instruction: str | None = None) -> list[float]:
+        """Each title's mean log-probability per token (EOS included) after this abstract's prompt, as the
+        model was trained to write it: the scale on which `--title` compares the author's title."""
+        from chatgentitle.decoding.search import title_log_probs
+
+        prompt = encode_prompt(self.template, self.tokenizer, abstract, instruction, self.max_prompt_tokens)
+        encoded = [self.tokenizer(self.template.title_prefix + t.strip(), add_special_tokens=False)["input_ids"]
+                   + [self.tokenizer.eos_token_id] for t in titles]
+        with self._holding_model():
+            return title_log_probs(self.model, prompt, encoded, self.tokenizer.pad_token_id)
+
+    def encode(self, abstracts: list[str], instruction: str | None = None):
+        """The left-padded input ids and attention mask of these abstracts' prompts (what decoding.decode
+        takes); each abstract is shortened so that its prompt fits max_prompt_tokens."""
+        return self._tensors([encode_prompt(self.template, self.tokenizer, a, instruction, self.max_prompt_tokens)
+                              for a in abstracts])
+
+    def _titles(self, prompts: list[list[int]], options: GenerationOptions, should_stop) -> list[list[str]]:
+        from chatgentitle.decoding.search import decode
+
+        if not prompts:
+            return []
+        models = [self.model, *(self.members if options.mode.uses_members else ())]
+        with self._holding_model():
+            texts = decode(models, self.tokenizer, *self._tensors(prompts), options, should_stop)
+        if options.mode is DecodingMode.CONSENSUS:
+            return [consensus_titles(found, options.num_candidates) for found in texts]
+        return [pick_titles(found, options.pool, options.include) for found in texts]
+
+    def _tensors(self, prompts: list[list[int]]):
+        """Left-padded input ids and attention mask: every prompt ends at the column where decoding starts."""
+        import torch
+
+        width, pad = max(map(len, prompts)), self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        return input_ids, attention_mask
+
+    @contextmanager
+    def _holding_model(self):
+        """The model to ourselves, with our adapter active (generators of load_many share one model)."""
+        with self.lock:
+            if self.adapter:
+                self.model.set_adapter(self.adapter)
+            yield
