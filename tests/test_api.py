@@ -148,12 +148,13 @@ def test_a_generation_stopped_at_its_deadline_is_not_an_answer():
 
 def test_queued_requests_past_their_deadline_never_reach_the_model():
     slow = FakeGenerator(delay_seconds=0.6)
-    client = TestClient(create_app(slow, max_batch=1, request_timeout=0.3))
+    app = create_app(slow, max_batch=1, request_timeout=0.3)
+    client = TestClient(app)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         codes = [r.status_code for r in pool.map(lambda i: client.post("/v1/titles", json={"abstract": f"p {i}"}),
                                                   range(4))]
     assert codes == [503] * 4
-    time.sleep(0.5)
+    assert app.state.service.batchers["fake"].idle.wait(10)  # nothing queued or decoding any more
     assert len(slow.calls) <= 2  # the first batch ran (and stopped early); the queued ones were dropped
 
 

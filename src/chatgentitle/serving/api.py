@@ -147,21 +147,10 @@ class CandidateBody(BaseModel):
     log_prob: float | None = None
 
 
-class VerdictBody(BaseModel):
-    """How the model ranks your title among its candidates (ranking.Verdict)."""
-
-    title: str
-    log_prob: float
-    rank: int
-    of: int
-    better: list[str]
-    score: float | None = None
-
-
 class TitleResult(BaseModel):
     title: str
     candidates: list[CandidateBody]
-    verdict: VerdictBody | None = None
+    verdict: Verdict | None = None  # how the model ranks the author's title (a dataclass: its schema as is)
 
 
 class TitleResponse(BaseModel):

@@ -78,6 +78,8 @@ class MicroBatcher:
         self.seconds_per_text: dict[Hashable, float] = {}  # measured, per key
         self.backlog = 0.0  # estimated seconds of the queued jobs (recounted between batches by _sweep)
         self._lock = threading.Lock()
+        self.idle = threading.Event()  # set while nothing is queued or decoding (tests and shutdown wait on it)
+        self.idle.set()
         self.worker = threading.Thread(target=self._run, daemon=True, name="title-batcher")
         self.worker.start()
 
@@ -99,6 +101,7 @@ class MicroBatcher:
                            self.backlog + job.estimate - allowed)
             try:
                 self.jobs.put_nowait(job)
+                self.idle.clear()
             except queue.Full:
                 raise Busy("busy: too many queued requests", max(self.backlog, 1)) from None
             self.backlog += job.estimate
@@ -110,6 +113,8 @@ class MicroBatcher:
             self._answer([job for job in batch if job.wanted()])  # nobody waits for the others
             with self._lock:
                 self._sweep()
+                if self.jobs.empty():
+                    self.idle.set()
 
     def _sweep(self) -> None:
         """Between batches, with the costs measured so far: refuse at once every queued job that cannot be
