@@ -27,7 +27,7 @@ import torch
 from chatgentitle.decoding.options import DecodingMode, GenerationOptions
 from chatgentitle.decoding.shared_prefix import SharedPrefixCache
 from chatgentitle.decoding.steering import Steering, steered_search
-from chatgentitle.decoding.steps import NEG, Prefill, encode_prompts, penalised, reorder_cache, step_mask
+from chatgentitle.decoding.steps import NEG, BeamRows, Prefill, encode_prompts, penalised, step_mask
 
 
 @torch.inference_mode()
@@ -39,8 +39,8 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
     the prompts already encoded, e.g. shared with sampling). `with_scores`: (tokens, score) pairs, the
     score being the search's own (log-probability / length**length_penalty, repetitions penalised)."""
     k, batch, device = num_beams, input_ids.shape[0], input_ids.device
-    prompt_lengths = attention_mask.sum(-1)
-    logits, cache, cache_arg, shared = prefill or encode_prompts(model, input_ids, attention_mask, max_new_tokens)
+    prefill = prefill or encode_prompts(model, input_ids, attention_mask, max_new_tokens)
+    logits, decoder = prefill.logits, BeamRows(model, prefill, attention_mask, k, max_new_tokens)
     # tokens already in each row (prompt without padding, then the title so far), for the repetition penalty
     seen = torch.zeros(batch, logits.shape[-1], dtype=torch.bool, device=device)
     seen.scatter_(1, torch.where(attention_mask.bool(), input_ids, input_ids[:, -1:]), True)
@@ -80,14 +80,9 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
         rows = (torch.arange(len(alive), device=device)[:, None] * beams + source)[going].reshape(-1)
         keep = None if bool(going.all()) else going.nonzero().squeeze(-1)
         alive, running_scores, running_tokens = alive[going], running_scores[going], running_tokens[going]
-        cache = reorder_cache(cache, shared, step, rows, keep, attention_mask, k, max_new_tokens)
         seen = seen[rows]
         seen.scatter_(1, token[going].reshape(-1, 1), True)
-        mask = step_mask(attention_mask, alive, len(rows), k, step, shared)
-        positions = (prompt_lengths[alive].repeat_interleave(k) + step)[:, None]
-        logits = model(input_ids=token[going].reshape(-1, 1), attention_mask=mask, **{cache_arg: cache},
-                       position_ids=positions, use_cache=True,
-                       **({"shared_prefix": cache} if shared else {})).logits[:, -1]
+        logits = decoder.next_logits(step, rows, keep, alive, token[going].reshape(-1))
 
     return _ranked(finished, eos_token_id, with_scores)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from chatgentitle.decoding.options import GenerationOptions
-from chatgentitle.decoding.steps import NEG, encode_prompts, penalised, reorder_cache, step_mask
+from chatgentitle.decoding.steps import NEG, BeamRows, encode_prompts, penalised
 from chatgentitle.errors import OptionError
 
 WORD_WEIGHT = 0.3  # score lost per word away from the target (a title's score is its mean log-prob per token)
@@ -43,7 +43,7 @@ class Steering:
         # a phrase after a space (" NGC 3351") or at the start / after punctuation ("NGC 3351")
         self.spellings = [_unique([tokenizer(" " + p, add_special_tokens=False)["input_ids"],
                                    tokenizer(p, add_special_tokens=False)["input_ids"]]) for p in self.phrases]
-        self.glue, self.breaks = _token_kinds(tokenizer)
+        self.glue, self.breaks, self.ends_word = _token_kinds(tokenizer)
         needed = sum(min(map(len, s)) for s in self.spellings)
         if needed > options.max_new_tokens - 1:  # one token is left for the end of the title
             raise OptionError(f"include: the phrases take {needed} tokens; a title has at most "
@@ -96,10 +96,7 @@ class Steering:
 
     def ends_boundary(self, tokens: tuple[int, ...]) -> bool:
         """Whether a phrase may start after these tokens without its first word gluing onto the last one."""
-        if not tokens:
-            return True
-        text = self.tokenizer.decode(tokens[-1:], skip_special_tokens=True)
-        return not text or not text[-1].isalnum()
+        return not tokens or not self.ends_word[tokens[-1]]
 
 
 @dataclass(frozen=True)
@@ -127,8 +124,8 @@ def steered_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     """The num_beams best titles of each left-padded prompt that hold every phrase (and score best with
     the length asked for), best first, EOS removed."""
     k, batch, device = num_beams, input_ids.shape[0], input_ids.device
-    prompt_lengths = attention_mask.sum(-1)
-    logits, cache, cache_arg, shared = encode_prompts(model, input_ids, attention_mask, max_new_tokens)
+    prefill = encode_prompts(model, input_ids, attention_mask, max_new_tokens)
+    logits, decoder = prefill.logits, BeamRows(model, prefill, attention_mask, k, max_new_tokens)
     seen = torch.zeros(batch, logits.shape[-1], dtype=torch.bool, device=device)
     seen.scatter_(1, torch.where(attention_mask.bool(), input_ids, input_ids[:, -1:]), True)
     glue, breaks = steering.glue.to(device), steering.breaks.to(device)
@@ -166,15 +163,9 @@ def steered_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         keep = None if len(going) == len(alive) else torch.tensor(going, device=device)
         alive = [alive[n] for n in going]
         rows_t, token_t = torch.tensor(sources, device=device), torch.tensor(tokens, device=device)
-        cache = reorder_cache(cache, shared, step, rows_t, keep, attention_mask, k, max_new_tokens)
         seen = seen[rows_t]
         seen.scatter_(1, token_t[:, None], True)
-        alive_t = torch.tensor(alive, device=device)
-        mask = step_mask(attention_mask, alive_t, len(sources), k, step, shared)
-        positions = (prompt_lengths[alive_t].repeat_interleave(k) + step)[:, None]
-        logits = model(input_ids=token_t[:, None], attention_mask=mask, **{cache_arg: cache},
-                       position_ids=positions, use_cache=True,
-                       **({"shared_prefix": cache} if shared else {})).logits[:, -1]
+        logits = decoder.next_logits(step, rows_t, keep, torch.tensor(alive, device=device), token_t)
     return [[[t for t in tokens if t != eos_token_id] for _, tokens in ended] for ended in finished]
 
 
@@ -256,20 +247,21 @@ def _unsettled(finished: list, chosen: list, k: int, step: int, length_penalty: 
     return best > finished[-1][0]
 
 
-_KINDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per tokenizer: decoding 50k tokens takes ~0.7 s
+_KINDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per tokenizer: decoding 50k tokens takes ~0.8 s
 
 
-def _token_kinds(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """(vocab,) bools: which tokens would glue onto a word before them (written after a letter, they
-    continue its word), and which break the line (a title is one line: it ends with EOS, not with a
-    newline or a special token)."""
+def _token_kinds(tokenizer) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
+    """Per token of the vocabulary: whether it would glue onto a word before it (written after a letter,
+    it continues that word), whether it breaks the line (a title is one line: it ends with EOS, not with
+    a newline or a special token), and whether it ends in a letter or digit (a list: read per token)."""
     if tokenizer not in _KINDS:
         head = tokenizer("a", add_special_tokens=False)["input_ids"][:1]
         lead = len(tokenizer.decode(head))
         after = [text[lead:] for text in tokenizer.batch_decode([head + [i] for i in range(len(tokenizer))])]
         breaks = torch.tensor(["\n" in text for text in after])
         breaks[[i for i in tokenizer.all_special_ids if i != tokenizer.eos_token_id]] = True  # role markers
-        _KINDS[tokenizer] = (torch.tensor([bool(text) and text[0].isalnum() for text in after]), breaks)
+        _KINDS[tokenizer] = (torch.tensor([bool(text) and text[0].isalnum() for text in after]), breaks,
+                             [bool(text) and text[-1].isalnum() for text in after])
     return _KINDS[tokenizer]
 
 

@@ -46,7 +46,7 @@ def step_mask(attention_mask: torch.Tensor, alive: torch.Tensor, rows: int, per:
 
 
 def reorder_cache(cache, shared: bool, step: int, rows: torch.Tensor, keep, attention_mask, beams: int,
-             max_new_tokens: int):
+                  max_new_tokens: int):
     """The cache for the next step's rows (`rows`: each kept beam's source row; `keep`: the abstracts
     still going, None for all)."""
     if shared and step == 0:  # one prompt per abstract from now on; titles per beam
@@ -56,6 +56,27 @@ def reorder_cache(cache, shared: bool, step: int, rows: torch.Tensor, keep, atte
     else:
         cache.reorder_cache(rows)  # the whole cache: the first step turns one row into k
     return cache
+
+
+class BeamRows:
+    """A beam search's model and prompt cache: each step keeps the rows of the chosen beams and runs the
+    model on their next tokens (beam_search and steered_search share it)."""
+
+    def __init__(self, model, prefill: Prefill, attention_mask: torch.Tensor, beams: int, max_new_tokens: int):
+        self.model, self.cache, self.cache_arg, self.shared = model, prefill.cache, prefill.cache_arg, prefill.shared
+        self.attention_mask, self.beams, self.max_new_tokens = attention_mask, beams, max_new_tokens
+        self.prompt_lengths = attention_mask.sum(-1)
+
+    def next_logits(self, step: int, rows: torch.Tensor, keep, alive: torch.Tensor, tokens: torch.Tensor):
+        """The next token's logits for each kept beam after its `tokens` (`rows`: each kept beam's source row;
+        `keep`: the abstracts still going among the last step's, None for all; `alive`: their prompts)."""
+        self.cache = reorder_cache(self.cache, self.shared, step, rows, keep, self.attention_mask, self.beams,
+                                   self.max_new_tokens)
+        mask = step_mask(self.attention_mask, alive, len(rows), self.beams, step, self.shared)
+        positions = (self.prompt_lengths[alive].repeat_interleave(self.beams) + step)[:, None]
+        return self.model(input_ids=tokens[:, None], attention_mask=mask, **{self.cache_arg: self.cache},
+                          position_ids=positions, use_cache=True,
+                          **({"shared_prefix": self.cache} if self.shared else {})).logits[:, -1]
 
 
 def penalised(log_probs: torch.Tensor, seen: torch.Tensor, repetition_penalty: float) -> torch.Tensor:
