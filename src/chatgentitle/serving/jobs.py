@@ -129,7 +129,7 @@ class MicroBatcher:
             job.estimate = self.estimate(len(job.texts), job.key)
             if not job.wanted():
                 continue  # its request has given up already
-            if waited + job.estimate > job.deadline - time.monotonic():
+            if waited + job.estimate > (job.deadline - time.monotonic()) * SAFETY:  # as submit plans it
                 job.future.set_exception(Busy("busy: more work queued than the deadline allows", waited))
                 continue
             kept.append(job)
