@@ -184,11 +184,15 @@ def load_base(base_model: str | Path, *, dtype=None, quantize: str | None = None
 
 
 def _quantization_config(quantize: str, dtype):
+    import importlib.util
+
     import torch
     from transformers import BitsAndBytesConfig
 
     if not torch.cuda.is_available():
         raise ModelError(f"{quantize} loading needs a CUDA GPU (bitsandbytes); drop --quantize on CPU")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelError(f"{quantize} loading needs bitsandbytes: pip install 'chatgentitle[gpu]'")
     if quantize == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     if quantize == "4bit":  # QLoRA: NF4 weights, double quantisation, compute in bf16
