@@ -19,8 +19,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec  # do not import with torch 2.13 CPU; text only
 fi
 # the converted base (HF dir in the cache) and the adapter dir, exactly as the package uses them
-BASE=$(.venv/bin/python -c "from chatgentitle.modeling import resolve_base; print(resolve_base('smollm2-135m'))")
-ADAPTER=$(.venv/bin/python -c "from chatgentitle.generate import default_adapter_dir; print(default_adapter_dir())")
+BASE=$(.venv/bin/python -c "from chatgentitle.model.loading import resolve_base; print(resolve_base('smollm2-135m'))")
+ADAPTER=$(.venv/bin/python -c "from chatgentitle.titling.generator import default_adapter_dir; print(default_adapter_dir())")
 export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2} VLLM_TARGET_DEVICE=cpu
 "$VENV/bin/python" -m vllm.entrypoints.openai.api_server --model "$BASE" --served-model-name smollm2-135m --host 127.0.0.1 --port "$PORT" --enable-lora --max-lora-rank 16 \
     --lora-modules chatgentitle="$ADAPTER" --max-model-len 1024 --dtype bfloat16 > "$OUT.vllm.log" 2>&1 &

@@ -15,7 +15,7 @@ def model_and_tokenizer(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-    register_shared_attention()  # what generate.py does when it readies a model
+    register_shared_attention()  # what the generator does when it readies a model
     return model, AutoTokenizer.from_pretrained(tiny_model_dir)
 
 

@@ -77,3 +77,25 @@ def test_layers_hold_and_no_module_imports_itself_around():
     assert not upward, upward
     assert list(graphlib.TopologicalSorter(imports).static_order())  # CycleError names a module cycle
     assert {m.split(".")[1] for m in imports if m.count(".") > 1} == set(LAYERS[1:-1])
+
+
+def test_benchmarks_and_scripts_import_names_that_exist():
+    """A move inside the package must carry the benchmarks, scripts and shell helpers along: every
+    `from chatgentitle.X import Y` they hold (Python or a shell's python -c) names a module and name that exist."""
+    import importlib
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sources = [path for folder in ("benchmarks", "scripts") for path in (root / folder).rglob("*")
+               if path.suffix in (".py", ".sh")]
+    assert len(sources) > 10
+    missing = []
+    for path in sources:
+        for line_no, line in enumerate(path.read_text().splitlines(), 1):
+            for module, names in re.findall(r"from (chatgentitle(?:\.\w+)*) import ([\w, ]+)", line):
+                found = importlib.import_module(module)  # ModuleNotFoundError names the module
+                for name in (part.split()[0] for part in names.split(",") if part.strip()):  # "x as y": x
+                    if not hasattr(found, name) and importlib.util.find_spec(f"{module}.{name}") is None:
+                        missing.append(f"{path.name}:{line_no} {module}.{name}")
+    assert not missing

@@ -19,7 +19,7 @@ $py -m pip wheel -q --no-deps -w /tmp/gpu-pack rouge-score==0.1.2 2>&1 | grep -v
 cp /tmp/gpu-pack/{orjson,msgspec,isal,platformdirs,tenacity,gguf,transformers,peft,nltk,rouge_score}-*.whl \
    .gpu/a/wheels/
 # the packaged base, split in three
-gguf=$($py -c "from chatgentitle.modeling import _packaged_gguf; print(_packaged_gguf('smollm2-135m'))")
+gguf=$($py -c "from chatgentitle.model.loading import _packaged_gguf; print(_packaged_gguf('smollm2-135m'))")
 split -n 3 -d -a 1 "$gguf" /tmp/gpu-pack/gguf.
 mv /tmp/gpu-pack/gguf.0 .gpu/a/ && mv /tmp/gpu-pack/gguf.1 .gpu/b/ && mv /tmp/gpu-pack/gguf.2 .gpu/c/
 sha256sum "$gguf" | cut -d' ' -f1 > .gpu/c/gguf.sha256
