@@ -82,6 +82,7 @@ class FakeGenerator:
     def __init__(self, delay_seconds: float = 0.0, seconds_per_abstract: float = 0.0):
         self.delay_seconds = delay_seconds  # per call
         self.seconds_per_abstract = seconds_per_abstract
+        self.made_by = {"model": self.name}
         self.calls: list[tuple[int, object]] = []  # (batch size, options)
         self.stopped_early = 0
         self.stopped = threading.Event()  # set when a generation stops early (tests wait on it, no clock)

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -90,6 +91,16 @@ def test_eval_report_with_a_model_lead_1_and_predictions(tmp_path, test_file, ti
     # resumable: a second run generates nothing new
     again = CliRunner().invoke(cli, args)
     assert "tiny: 0 titles generated, 2 from the previous run" in again.output
+    # a run retrained into the same folder is titled again, not read from the cache
+    from test_generate import _retrained
+
+    retrained = _retrained(run, tmp_path / "retrained")
+    shutil.rmtree(run)
+    retrained.rename(run)
+    after = CliRunner().invoke(cli, args)
+    assert "tiny: its cached titles were made with another source.adapter: titling again" in after.output
+    assert "tiny: 2 titles generated, 0 from the previous run" in after.output
+    assert "short: 2 titles generated" in after.output
 
 
 def test_eval_zero_shot_baseline(tmp_path, test_file, tiny_model_dir):

@@ -155,6 +155,40 @@ def test_cli_batch_file_is_resumable(run_dir, tmp_path):
     assert "0 titles written" in again.output
 
 
+def _retrained(run_dir, into):
+    """A copy of run_dir whose adapter weights moved a little (what retraining into the same folder does)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(run_dir, into)
+    weights = load_file(into / "adapter_model.safetensors")
+    save_file({name: tensor + 0.5 for name, tensor in weights.items()}, into / "adapter_model.safetensors")
+    return into
+
+
+def test_a_batch_file_is_not_continued_by_other_options_or_weights(run_dir, tmp_path):
+    import shutil
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": f"p{i}", "abstract": f"{ABSTRACT} {i}"}) + "\n" for i in range(3)))
+    out = tmp_path / "out.jsonl"
+    args = ["generate", "--input", str(src), "--output", str(out), "--dtype", "fp32", "--max-new-tokens", "4"]
+    assert CliRunner().invoke(cli, [*args, "--model", str(run_dir)]).exit_code == 0
+    begun = out.read_text()
+    assert json.loads((tmp_path / "out.jsonl.made-by.json").read_text())["options"]["max_new_tokens"] == 4
+
+    other_options = CliRunner().invoke(cli, [*args, "--model", str(run_dir), "--num-beams", "2"])
+    assert other_options.exit_code == 1 and len(other_options.output.strip().splitlines()) == 1
+    assert "begun with another options.num_beams: give another --output" in other_options.output
+
+    copy = shutil.copytree(run_dir, tmp_path / "copy")  # the same weights elsewhere continue the file
+    assert "0 titles written" in CliRunner().invoke(cli, [*args, "--model", str(copy)]).output
+    moved = CliRunner().invoke(cli, [*args, "--model", str(_retrained(run_dir, tmp_path / "retrained"))])
+    assert moved.exit_code == 1 and "begun with another source.adapter:" in moved.output
+    assert out.read_text() == begun  # refused, nothing lost
+
+
 def test_cli_csv_and_txt_inputs(run_dir, tmp_path):
     csv_file = tmp_path / "in.csv"
     csv_file.write_text('id,abstract\na1,"graph neural networks, deep models"\n')

@@ -140,7 +140,7 @@ def collect_systems(papers: list[Paper], out_dir: Path, systems: list[System], o
     """Every system's titles for `papers` (the report's examples follow the first system), and the problems
     found in prediction files. Generated titles are cached in out_dir/predictions/NAME.jsonl, so a long
     evaluation resumes."""
-    from chatgentitle.titling.files import generate_file
+    from chatgentitle.titling.files import claim, generate_file, made_by
 
     ids = {p.id for p in papers}
     found, problems = {}, []
@@ -150,9 +150,11 @@ def collect_systems(papers: list[Paper], out_dir: Path, systems: list[System], o
     for system in systems:
         if system.source:
             generator = load_source(system.source)
-            cache = out_dir / "predictions" / f"{system.name}.jsonl"
-            written, skipped = generate_file(generator, abstracts_file, cache, replace(options, **system.options),
-                                             batch_size, progress=progress)
+            cache, decoding = out_dir / "predictions" / f"{system.name}.jsonl", replace(options, **system.options)
+            differs = claim(cache, made_by(generator, decoding), cache=True)
+            if differs:
+                echo(f"{system.name}: its cached titles were made with another {differs}: titling again")
+            written, skipped = generate_file(generator, abstracts_file, cache, decoding, batch_size, progress=progress)
             echo(f"{system.name}: {written} titles generated, {skipped} from the previous run")
             found[system.name] = read_predictions(cache, ids)[0]
             del generator  # one model in memory at a time

@@ -16,6 +16,7 @@ Train, generate, export and scripts/package_default_adapter.py go through `RunDi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -92,6 +93,17 @@ class RunDir:
         folder = self.path / "ensemble"
         found = sorted(p for p in folder.iterdir() if (p / ADAPTER_CONFIG).is_file()) if folder.is_dir() else []
         return [RunDir(p) for p in found]
+
+    def weights_digest(self) -> str:
+        """sha256 (16 hex digits) of the adapter's config and weights and its ensemble members': what its
+        titles depend on besides the base model and the prompt. A retrained run in the same folder differs."""
+        digest = hashlib.sha256()
+        for run in [self, *self.members()]:
+            for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, "adapter_model.bin"):
+                if (run.path / name).is_file():
+                    with open(run.path / name, "rb") as file:
+                        digest.update(hashlib.file_digest(file, "sha256").digest())
+        return digest.hexdigest()[:16]
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics.is_file():

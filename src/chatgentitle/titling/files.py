@@ -1,7 +1,9 @@
 """Titles for files of abstracts: JSONL, CSV or TXT in, JSONL out, resumable.
 
 Re-running with the same --output skips the ids already there: each finished batch is
-appended and flushed, so an interrupted run loses at most the batch in flight.
+appended and flushed, so an interrupted run loses at most the batch in flight. Beside the output,
+OUTPUT.made-by.json says what wrote it (the model, its weights, the decoding options): a run with
+another model or other options does not continue that file.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import json
 import textwrap
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from chatgentitle.data.records import sample_papers
+from chatgentitle.data.records import sample_papers, write_atomic
 from chatgentitle.decoding.options import GenerationOptions
 from chatgentitle.errors import ChatGenTitleError
 from chatgentitle.progress import Progress
@@ -74,6 +76,53 @@ def done_ids(output: Path) -> set[str]:
     return ids
 
 
+def made_by(source: TitleSource, options: GenerationOptions, instruction: str | None = None,
+            ranker: Ranker | None = None) -> dict:
+    """What a file of titles depends on: the source (TitleSource.made_by), the options, the instruction
+    and the ranker. JSON-shaped, as OUTPUT.made-by.json holds it."""
+    from chatgentitle import __version__
+
+    stamp = {"source": source.made_by, "options": asdict(options), "instruction": instruction,
+             "ranker": ranker.made_by if ranker else None, "chatgentitle": __version__}
+    return json.loads(json.dumps(stamp))  # tuples as lists: equal to what is read back
+
+
+def claim(output: Path, stamp: dict, cache: bool = False) -> str | None:
+    """Before titles are appended to `output`: a file begun by another model or other options is an error
+    naming what differs (a cache, `cache=True`, is emptied instead; returns what differed). A file with
+    titles and no stamp (older versions wrote none) is continued. The package version is recorded, not
+    compared: versions do not change titles unless the CHANGELOG says so."""
+    stamp_file = output.with_name(output.name + ".made-by.json")
+    begun = output.is_file() and output.stat().st_size > 0
+    before = json.loads(stamp_file.read_text()) if stamp_file.is_file() else None
+    differs = None
+    if begun and (before is not None or cache):
+        differs = ", ".join(_differences(before or {}, stamp, skip={"chatgentitle"})) or None
+        if differs and not cache:
+            raise InputError(f"{output} was begun with another {differs}: give another --output, "
+                             "or delete it to begin again")
+        if differs:
+            output.unlink()
+    if not begun or differs or before is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(stamp_file, lambda handle: handle.write(json.dumps(stamp, indent=1)), mode="w")
+    return differs
+
+
+def _differences(before: dict, now: dict, skip: set[str] = frozenset(), prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ (nested dicts compared key by key)."""
+    found = []
+    for key in sorted(before.keys() | now.keys()):
+        old, new = before.get(key), now.get(key)
+        if key in skip or old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += _differences(old, new, prefix=f"{prefix}{key}.")
+        else:
+            found.append(f"{prefix}{key}")
+    return found
+
+
 def generate_file(
     generator: TitleSource,
     input_path: Path,
@@ -85,8 +134,10 @@ def generate_file(
     progress: bool = False,
 ) -> tuple[int, int]:
     """Write titles for every abstract not yet in output_path; returns (written, skipped). With progress,
-    a bar on a terminal or a line every few percent in a log (progress.py)."""
+    a bar on a terminal or a line every few percent in a log (progress.py). A file begun by another model
+    or other options is an error (`claim`)."""
     output_path = Path(output_path)
+    claim(output_path, made_by(generator, options, instruction, ranker))
     skip = done_ids(output_path)
     todo = [(i, a) for i, a in read_abstracts(input_path) if i not in skip]
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +173,7 @@ def label_file(source: TitleSource, data: Path, held_out: list[Path], output: Pa
 
     excluded = {p.id for p in read_papers(held_out)}
     papers = list(itertools.islice(read_papers([data]), max_papers))
+    claim(output, made_by(source, options) | {"label_by": label_by})
     skip = done_ids(output)
     leaked = next((i for i in itertools.chain((p.id for p in papers), skip) if i in excluded), None)
     if leaked:

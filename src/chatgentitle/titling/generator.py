@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -49,6 +49,9 @@ class TitleSource(Protocol):
     name: str
     instruction: str
     """The instruction of its prompt (what the web UI's Instruction box starts with)."""
+    made_by: dict
+    """What its titles depend on (base model, adapter weights, prompt, precision; or the endpoint and its
+    model): a file of its titles records it, so that no other model continues that file."""
 
     def generate(self, abstracts: list[str], options: GenerationOptions | None = None,
                  instruction: str | None = None, should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
@@ -135,6 +138,14 @@ def _ready(model, device: str, quantize: str | None):
     return model
 
 
+def _made_by(base_model: str, adapter: Path | None, template: PromptTemplate, prompt_tokens: int, dtype,
+             quantize: str | None = None, merge: bool = False) -> dict:
+    """A loaded model's `made_by`: what its titles depend on (merging changes the arithmetic's rounding)."""
+    return {"base": str(base_model), "adapter": RunDir(adapter).weights_digest() if adapter else None,
+            "template": asdict(template), "prompt_tokens": prompt_tokens,
+            "dtype": str(dtype).removeprefix("torch."), "quantize": quantize, "merge": merge}
+
+
 def _members_of(adapter: Path, base_model: str) -> list[Path]:
     """The ensemble members' adapter dirs of a run dir (checked now: loading them waits for a consensus)."""
     found = []
@@ -163,7 +174,7 @@ class TitleGenerator:
 
     def __init__(self, model, tokenizer, template: PromptTemplate, max_prompt_tokens: int = PROMPT_TOKENS,
                  name: str = "model", adapter: str | None = None, lock: threading.Lock | None = None,
-                 members: Callable[[], list] | list | tuple = ()):
+                 members: Callable[[], list] | list | tuple = (), made_by: dict | None = None):
         self.model = model
         self._members = members  # a list, or what loads it on first use (only a consensus needs them)
         self.tokenizer = tokenizer
@@ -174,6 +185,7 @@ class TitleGenerator:
         """The PEFT adapter to activate before decoding, when several share one base model (load_many)."""
         self.lock = lock or threading.Lock()  # shared by the generators of one model: one decodes at a time
         self.device = next(model.parameters()).device
+        self.made_by = made_by or {"model": name, "template": asdict(template)}
 
     @property
     def members(self) -> list:
@@ -243,7 +255,10 @@ class TitleGenerator:
         model = _ready(model, device, quantize)
         # the packaged default adapter answers as "chatgentitle" (its model id in the OpenAI API)
         name = Path(run_dir).name if run_dir else ("chatgentitle" if adapter else f"{base_model} (zero-shot)")
-        return cls(model, tokenizer, template, max_prompt_tokens=prompt_room(cutoff), name=name, members=members)
+        made_by = _made_by(base_model, adapter, template, prompt_room(cutoff), torch_dtype,
+                           quantize=quantize, merge=merge and not quantize)
+        return cls(model, tokenizer, template, max_prompt_tokens=prompt_room(cutoff), name=name, members=members,
+                   made_by=made_by)
 
     @classmethod
     def load_many(cls, runs: dict[str, str | Path | None], *, device: str = "auto",
@@ -265,7 +280,9 @@ class TitleGenerator:
         model, lock = _ready(model, device, None), threading.Lock()
         return [cls(model, tokenizer, infos[name].template, prompt_room(infos[name].cutoff_len), name=name,
                     adapter=name, lock=lock,
-                    members=partial(_load_members, _members_of(dirs[name], bases[0]), bases[0], dtype, device))
+                    members=partial(_load_members, _members_of(dirs[name], bases[0]), bases[0], dtype, device),
+                    made_by=_made_by(bases[0], dirs[name], infos[name].template, prompt_room(infos[name].cutoff_len),
+                                     dtype))
                 for name in dirs]
 
     # ------------------------------------------------------------------ generation

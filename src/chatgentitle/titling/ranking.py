@@ -173,6 +173,11 @@ class Ranker:
         self.embedder = embedder
         self.known = known
 
+    @property
+    def made_by(self) -> dict:
+        """What its order depends on (as TitleSource.made_by)."""
+        return {"embedder": self.embedder is not None, "known_titles": len(self.known.exact) if self.known else 0}
+
     def rank(self, abstract: str, titles: list[str]) -> list[Candidate]:
         if not titles:
             return []

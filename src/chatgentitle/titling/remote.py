@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from functools import partial
 
 import httpx
@@ -44,6 +45,9 @@ class RemoteTitles:
         self.chat = chat
         self.template = template or PromptTemplate.load(SERVED_TEMPLATE)
         self.concurrency = concurrency
+        # what this side can know: the served model's name (a server may move; what it serves under the
+        # name may change unseen) and how it is asked
+        self.made_by = {"model": model, "chat": chat, "template": asdict(self.template)}
         key = api_key or os.environ.get(API_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
         headers = {"User-Agent": user_agent("title generation")} | ({"Authorization": f"Bearer {key}"} if key else {})
         self.client = HttpClient(timeout_seconds=timeout_seconds, max_retries=max_retries,
