@@ -160,7 +160,7 @@ def main() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "?")
     flags = sorted({f for f in Path("/proc/cpuinfo").read_text().split() if f in
-                    ("avx2", "avx512f", "avx512_bf16", "amx_tile", "avx512_vnni")})
+                    ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")})
     report = "\n\n".join([
         f"{len(abstracts)} papers of {args.data}, {os.cpu_count()} cores ({cpu}; {' '.join(flags)})",
         "GGUF files: " + ", ".join(f"{k} {v.stat().st_size / 1e6:.0f} MB" for k, v in files.items()),
