@@ -366,3 +366,23 @@ def test_label_writes_trainable_labels_and_never_a_held_out_paper(run_dir, tmp_p
     val.write_text(json.dumps(paper_row(2)) + "\n")  # a training paper that is also held out
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1 and f"paper {paper_row(2)['id']} is held out" in result.output
+
+
+def test_auto_dtype_on_a_cpu_is_what_measures_faster_here(monkeypatch):
+    """auto picks bf16 on a CPU only when a bf16 matmul is measured at least BF16_SPEEDUP faster than fp32."""
+    import math
+    import time
+
+    import torch
+
+    from chatgentitle.model import loading
+
+    began = time.perf_counter()
+    measured = loading._cpu_bf16_speedup()
+    assert math.isfinite(measured) and measured > 0
+    assert loading._cpu_bf16_speedup() == measured and time.perf_counter() - began < 5  # once per process
+    for speedup, expected in ((2.0, torch.bfloat16), (1.25, torch.bfloat16), (1.1, torch.float32),
+                              (0.6, torch.float32)):
+        monkeypatch.setattr(loading, "_cpu_bf16_speedup", lambda s=speedup: s)
+        assert loading.resolve_dtype("auto", "cpu") == expected
+        assert loading.resolve_dtype("fp32", "cpu") == torch.float32  # asked for: never measured

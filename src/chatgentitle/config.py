@@ -17,7 +17,7 @@ from functools import cache
 
 from chatgentitle.errors import OptionError
 
-DTYPES = ("auto", "bf16", "fp16", "fp32")  # auto: bf16 where the CPU/GPU computes it natively (model/loading.py)
+DTYPES = ("auto", "bf16", "fp16", "fp32")  # auto: bf16 where it is measured faster (model/loading.bf16_pays_off)
 QUANTIZATIONS = ("8bit", "4bit")  # bitsandbytes, CUDA only
 DEFAULT_BASE = "smollm2-135m"  # SmolLM2-135M-Instruct, packaged as a GGUF wheel (model/loading.py: BUILTIN_BASES)
 

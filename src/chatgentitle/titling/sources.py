@@ -44,7 +44,7 @@ class SourceSpec:
     device: str = "auto"
     """auto, cpu, cuda, cuda:1, ..."""
     dtype: str = "auto"
-    """auto (bf16 where the CPU/GPU has it), bf16, fp16 or fp32."""
+    """auto (bf16 on a GPU that has it, or a CPU where it measures faster), bf16, fp16 or fp32."""
     quantize: str | None = None
     """Load the base model in 8bit or 4bit; CUDA only."""
     merge: bool = True

@@ -87,7 +87,7 @@ class TrainConfig:
     warmup_steps: int = 20
     """Optimizer steps of linear learning-rate warmup."""
     dtype: str = "auto"
-    """Compute dtype: auto (bf16 where the CPU/GPU has it), bf16, fp16 or fp32."""
+    """Compute dtype: auto (bf16 on a GPU that has it, or a CPU where it measures faster), bf16, fp16 or fp32."""
     quantize: str | None = None
     """Load the base model in 8bit or 4bit (QLoRA); CUDA only."""
     attention: str = "auto"
