@@ -98,7 +98,7 @@ def test_eval_report_with_a_model_lead_1_and_predictions(tmp_path, test_file, ti
     shutil.rmtree(run)
     retrained.rename(run)
     after = CliRunner().invoke(cli, args)
-    assert "tiny: its cached titles were made with another source.adapter: titling again" in after.output
+    assert "tiny: titling again, its cache was emptied (it was begun with another source.adapter)" in after.output
     assert "tiny: 2 titles generated, 0 from the previous run" in after.output
     assert "short: 2 titles generated" in after.output
 

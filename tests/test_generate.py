@@ -180,12 +180,15 @@ def test_a_batch_file_is_not_continued_by_other_options_or_weights(run_dir, tmp_
 
     other_options = CliRunner().invoke(cli, [*args, "--model", str(run_dir), "--num-beams", "2"])
     assert other_options.exit_code == 1 and len(other_options.output.strip().splitlines()) == 1
-    assert "begun with another options.num_beams: give another --output" in other_options.output
+    assert "out.jsonl: it was begun with another options.num_beams: give another --output" in other_options.output
 
     copy = shutil.copytree(run_dir, tmp_path / "copy")  # the same weights elsewhere continue the file
     assert "0 titles written" in CliRunner().invoke(cli, [*args, "--model", str(copy)]).output
     moved = CliRunner().invoke(cli, [*args, "--model", str(_retrained(run_dir, tmp_path / "retrained"))])
     assert moved.exit_code == 1 and "begun with another source.adapter:" in moved.output
+    (tmp_path / "out.jsonl.made-by.json").write_text("{cut")
+    unreadable = CliRunner().invoke(cli, [*args, "--model", str(run_dir)])
+    assert unreadable.exit_code == 1 and "out.jsonl.made-by.json cannot be read" in unreadable.output
     assert out.read_text() == begun  # refused, nothing lost
 
 

@@ -151,9 +151,9 @@ def collect_systems(papers: list[Paper], out_dir: Path, systems: list[System], o
         if system.source:
             generator = load_source(system.source)
             cache, decoding = out_dir / "predictions" / f"{system.name}.jsonl", replace(options, **system.options)
-            differs = claim(cache, made_by(generator, decoding), cache=True)
-            if differs:
-                echo(f"{system.name}: its cached titles were made with another {differs}: titling again")
+            emptied = claim(cache, made_by(generator, decoding), cache=True)
+            if emptied:
+                echo(f"{system.name}: titling again, its cache was emptied ({emptied})")
             written, skipped = generate_file(generator, abstracts_file, cache, decoding, batch_size, progress=progress)
             echo(f"{system.name}: {written} titles generated, {skipped} from the previous run")
             found[system.name] = read_predictions(cache, ids)[0]

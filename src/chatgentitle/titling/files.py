@@ -89,24 +89,28 @@ def made_by(source: TitleSource, options: GenerationOptions, instruction: str | 
 
 def claim(output: Path, stamp: dict, cache: bool = False) -> str | None:
     """Before titles are appended to `output`: a file begun by another model or other options is an error
-    naming what differs (a cache, `cache=True`, is emptied instead; returns what differed). A file with
-    titles and no stamp (older versions wrote none) is continued. The package version is recorded, not
-    compared: versions do not change titles unless the CHANGELOG says so."""
+    naming what differs; a cache (`cache=True`) is emptied instead, and the reason returned. A file with
+    titles and no stamp (older versions wrote none) is continued, a cache without one emptied. The package
+    version is recorded, not compared: versions do not change titles unless the CHANGELOG says so."""
     stamp_file = output.with_name(output.name + ".made-by.json")
     begun = output.is_file() and output.stat().st_size > 0
-    before = json.loads(stamp_file.read_text()) if stamp_file.is_file() else None
-    differs = None
-    if begun and (before is not None or cache):
-        differs = ", ".join(_differences(before or {}, stamp, skip={"chatgentitle"})) or None
-        if differs and not cache:
-            raise InputError(f"{output} was begun with another {differs}: give another --output, "
-                             "or delete it to begin again")
-        if differs:
-            output.unlink()
-    if not begun or differs or before is not None:
+    why = None
+    if begun and stamp_file.is_file():
+        try:
+            differs = ", ".join(_differences(json.loads(stamp_file.read_text()), stamp, skip={"chatgentitle"}))
+            why = differs and f"it was begun with another {differs}"
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            why = f"{stamp_file.name} cannot be read"
+    elif begun and cache:
+        why = "it does not say what made it"
+    if why and not cache:
+        raise InputError(f"{output}: {why}: give another --output, or delete it to begin again")
+    if why:
+        output.unlink()
+    if not begun or why or stamp_file.is_file():
         output.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(stamp_file, lambda handle: handle.write(json.dumps(stamp, indent=1)), mode="w")
-    return differs
+    return why
 
 
 def _differences(before: dict, now: dict, skip: set[str] = frozenset(), prefix: str = "") -> list[str]:
