@@ -168,3 +168,12 @@ def test_paired_difference_against_the_first_system():
     paired = paired_differences({"a": scores(base), "b": scores([v + 2 for v in base]), "c": scores(base[::-1])})
     assert paired["b"] == {"against": "a", "rougeL_difference": 2.0, "rougeL_difference_ci95": [2.0, 2.0]}
     assert paired["c"]["rougeL_difference"] == 0.0 and paired["c"]["rougeL_difference_ci95"][0] < 0
+
+
+def test_name_value_flags_are_read_one_way():
+    from chatgentitle.config import split_named
+
+    assert split_named("cs=runs/cs", "cs-lora") == ("cs", "runs/cs")
+    assert split_named("runs/cs", "cs") == ("cs", "runs/cs")  # no name: the default
+    assert split_named("runs/a=b", "a=b") == ("a=b", "runs/a=b")  # a path with "=" is not a name
+    assert split_named("=runs/cs", "cs") == ("cs", "=runs/cs")

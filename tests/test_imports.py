@@ -99,3 +99,22 @@ def test_benchmarks_and_scripts_import_names_that_exist():
                     if not hasattr(found, name) and importlib.util.find_spec(f"{module}.{name}") is None:
                         missing.append(f"{path.name}:{line_no} {module}.{name}")
     assert not missing
+
+
+def test_rooms_stay_readable():
+    """The house's limits: no module over 400 lines, no function over 60, cli.py at most 300."""
+    import ast
+    from pathlib import Path
+
+    root = Path(chatgentitle.__file__).parent
+    too_long = []
+    for path in root.rglob("*.py"):
+        source = path.read_text()
+        limit = 300 if path.name == "cli.py" and path.parent == root else 400
+        if len(source.splitlines()) > limit:
+            too_long.append(f"{path.relative_to(root)}: {len(source.splitlines())} lines > {limit}")
+        too_long += [f"{path.relative_to(root)}:{node.name}: {node.end_lineno - node.lineno + 1} lines > 60"
+                     for node in ast.walk(ast.parse(source))
+                     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                     and node.end_lineno - node.lineno + 1 > 60]
+    assert not too_long

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from chatgentitle.config import DTYPES, bounds, split_csv
+from chatgentitle.config import DTYPES, bounds, split_csv, split_named
 from chatgentitle.crawl.harvest import CrawlJob
 from chatgentitle.data.prepare import PrepareConfig
 from chatgentitle.decoding.options import BEST_TITLES, GenerationOptions
@@ -206,12 +206,11 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
 @dataclass_flags(SourceSpec, skip=("model",))
 def serve(models, **flags):
     """Serve the JSON API (/v1/titles, OpenAI routes, /docs) and the web UI (/) from one process."""
-    from chatgentitle.evaluation.report import named
     from chatgentitle.serving.app import serve as run_server
 
     cfg = take(ServeConfig, flags)
     require_extra("serve", "fastapi", "uvicorn", *(("gradio",) if cfg.ui else ()))
-    run_server(cfg, take(SourceSpec, flags), dict(named(v, Path(v).name) for v in models), echo=click.echo)
+    run_server(cfg, take(SourceSpec, flags), dict(split_named(v, Path(v).name) for v in models), echo=click.echo)
 
 
 @cli.command()

@@ -39,6 +39,13 @@ def split_csv(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
+def split_named(value: str, default_name: str) -> tuple[str, str]:
+    """A NAME=VALUE flag's (name, value) ("cs=runs/cs" -> ("cs", "runs/cs")); a value alone, or one whose
+    "name" holds a slash (a path with "="), gets default_name. The one reader of such flags (eval, serve)."""
+    name, sep, rest = value.partition("=")
+    return (name, rest) if sep and name and "/" not in name else (default_name, value)
+
+
 def check_precision(dtype: str, quantize: str | None) -> None:
     """OptionError unless dtype is one of DTYPES and quantize None or one of QUANTIZATIONS."""
     if dtype not in DTYPES:

@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from chatgentitle.config import DEFAULT_BASE
+from chatgentitle.config import DEFAULT_BASE, split_named
 from chatgentitle.data.records import Paper, read_papers, write_atomic, write_jsonl
 from chatgentitle.decoding.options import GenerationOptions
 from chatgentitle.errors import ChatGenTitleError, OptionError
@@ -95,11 +95,6 @@ class System:
     """A model's own decoding: GenerationOptions fields over eval's flags (NAME=RUN_DIR,num_beams=1)."""
 
 
-def named(value: str, default_name: str) -> tuple[str, str]:
-    name, sep, rest = value.partition("=")
-    return (name, rest) if sep and name and "/" not in name else (default_name, value)
-
-
 LOADING = ("dtype", "quantize")  # a model's own SourceSpec fields among its NAME=RUN_DIR,OPTION=VALUE options
 
 
@@ -116,13 +111,13 @@ def parse_systems(models=(), endpoint_models=(), prediction_files=(), baselines=
     systems = []
     for value in models:
         run, *pairs = value.split(",")
-        name, run = named(run, Path(run).name)
+        name, run = split_named(run, Path(run).name)
         loading = dict(pair.split("=", 1) for pair in pairs if pair.partition("=")[0] in LOADING)
         decoding = [pair for pair in pairs if pair.partition("=")[0] not in LOADING]
         systems.append(System(name, replace(model, model=run, **loading),
                               options=GenerationOptions.overrides(decoding)))
     for value in endpoint_models:
-        name, found = named(value, "endpoint")
+        name, found = split_named(value, "endpoint")
         url, _, rest = found.partition(",")
         model_name, _, mode = rest.partition(",")
         if not url or not model_name or mode not in ("", "chat"):
@@ -130,7 +125,7 @@ def parse_systems(models=(), endpoint_models=(), prediction_files=(), baselines=
         systems.append(System(name, replace(model, endpoint=url, model=model_name, chat=mode == "chat")))
     if "zero-shot" in baselines:
         systems.append(System("zero-shot", replace(spec, model=None, base_model=spec.base_model or DEFAULT_BASE)))
-    systems += [System(name, predictions=Path(path)) for name, path in (named(v, Path(v).stem)
+    systems += [System(name, predictions=Path(path)) for name, path in (split_named(v, Path(v).stem)
                                                                         for v in prediction_files)]
     return systems + [System(b, baseline=b) for b in baselines if b != "zero-shot"]
 
