@@ -90,8 +90,9 @@ def made_by(source: TitleSource, options: GenerationOptions, instruction: str | 
 def claim(output: Path, stamp: dict, cache: bool = False) -> str | None:
     """Before titles are appended to `output`: a file begun by another model or other options is an error
     naming what differs; a cache (`cache=True`) is emptied instead, and the reason returned. A file with
-    titles and no stamp (older versions wrote none) is continued, a cache without one emptied. The package
-    version is recorded, not compared: versions do not change titles unless the CHANGELOG says so."""
+    titles and no stamp (older versions wrote none) is continued, a cache without one emptied. The stamp is
+    written when a file begins; the package version in it is recorded, not compared: versions do not change
+    titles unless the CHANGELOG says so."""
     stamp_file = output.with_name(output.name + ".made-by.json")
     begun = output.is_file() and output.stat().st_size > 0
     why = None
@@ -107,7 +108,7 @@ def claim(output: Path, stamp: dict, cache: bool = False) -> str | None:
         raise InputError(f"{output}: {why}: give another --output, or delete it to begin again")
     if why:
         output.unlink()
-    if not begun or why or stamp_file.is_file():
+    if not begun or why:
         output.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(stamp_file, lambda handle: handle.write(json.dumps(stamp, indent=1)), mode="w")
     return why
