@@ -32,8 +32,9 @@ def shared_path(*parts: str) -> Path:
 
 
 @contextlib.contextmanager
-def serving(app):
-    """Run an ASGI app with uvicorn on a free 127.0.0.1 port for the block; yields its base URL."""
+def serving(app, **settings):
+    """Run an ASGI app with uvicorn on a free 127.0.0.1 port for the block (`settings`: more of uvicorn's
+    Config); yields its base URL."""
     import socket
     import threading
     import time
@@ -43,7 +44,8 @@ def serving(app):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    settings = {"host": "127.0.0.1", "port": port, "log_level": "warning"} | settings
+    server = uvicorn.Server(uvicorn.Config(app, **settings))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30

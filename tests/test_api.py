@@ -139,7 +139,7 @@ def test_a_generation_stopped_at_its_deadline_is_not_an_answer():
     from chatgentitle.serving.jobs import Job, MicroBatcher
 
     slow = FakeGenerator(delay_seconds=5.0)
-    job = Job([ABSTRACT], lambda texts, should_stop: slow.generate(texts, should_stop=should_stop), "key",
+    job = Job([ABSTRACT], lambda texts, should_stop: slow.generate(texts, should_stop=should_stop), "key", "key",
               deadline=time.monotonic() + 0.2)
     MicroBatcher().submit(job)  # stops at the deadline
     with pytest.raises(TimeoutError):

@@ -12,11 +12,12 @@ every status code a route answers, with its body.
 import asyncio
 import dataclasses
 import hmac
+import ipaddress
 import logging
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Annotated, get_type_hints
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -205,40 +206,63 @@ def _retrieve(future: asyncio.Future) -> None:
 
 
 class KeyGuard:
-    """The API key, compared in constant time, and a throttle on wrong keys per client address: after
-    `limit` wrong keys within `window` seconds, that address is refused (429, right key or not) until
-    the oldest of them is `window` seconds old. Other addresses are not affected. `clock` is injectable."""
+    """The API key, compared in constant time, and a throttle on wrong keys per client: after `limit`
+    wrong keys within `window` seconds, that client is refused (429, right key or not) until the oldest
+    of them is `window` seconds old. Other clients are not affected. A client is its address, or its /64
+    for IPv6 (one host holds a whole /64). Memory stays bounded against the outside: only clients that
+    sent a wrong key are remembered, at most `limit` times each, for at most `window` seconds, and at
+    most `max_addresses` of them (the one whose last failure is oldest goes first). `clock` is injectable."""
 
     def __init__(self, api_key: str | None, limit: int = 10, window: float = 60.0, clock=time.monotonic,
                  max_addresses: int = 10_000):
         self.api_key, self.limit, self.window, self.clock = api_key, limit, window, clock
-        self.max_addresses = max_addresses  # memory stays bounded under a spray of addresses
-        self.failures: dict[str, deque] = {}
+        self.max_addresses = max_addresses
+        self.failures: OrderedDict[str, deque] = OrderedDict()  # least recently failed first
         self.lock = threading.Lock()
 
     def retry_after(self, address: str) -> float:
-        """Seconds until `address` may try a key again (0: now)."""
+        """Seconds until `address` may try a key again (0: now). Remembers nothing."""
         with self.lock:
-            times = self._recent(address)
+            self._forget_expired()
+            times = self.failures.get(client_group(address), ())
             return max(0.0, times[0] + self.window - self.clock()) if len(times) >= self.limit else 0.0
 
     def failed(self, address: str) -> None:
         with self.lock:
-            if address not in self.failures and len(self.failures) >= self.max_addresses:
-                self.failures.pop(next(iter(self.failures)))  # the address seen first goes
-            self._recent(address).append(self.clock())
+            group = client_group(address)
+            times = self.failures.pop(group, None) or deque(maxlen=self.limit)
+            times.append(self.clock())
+            self.failures[group] = times  # now the most recent
+            while len(self.failures) > self.max_addresses:
+                self.failures.popitem(last=False)
+            self._forget_expired()
 
     def matches(self, given: str) -> bool:
         return not self.api_key or hmac.compare_digest(given.encode(), self.api_key.encode())
 
-    def _recent(self, address: str) -> deque:
-        times = self.failures.setdefault(address, deque())
-        while times and times[0] + self.window <= self.clock():
-            times.popleft()
-        return times
+    def _forget_expired(self) -> None:
+        """Drop the clients whose last wrong key is older than the window (they are at the front)."""
+        horizon = self.clock() - self.window
+        while self.failures and next(iter(self.failures.values()))[-1] <= horizon:
+            self.failures.popitem(last=False)
+
+
+def client_group(address: str) -> str:
+    """Who the throttle counts: the address, or for IPv6 its /64 (IPv4-mapped IPv6 as the IPv4 address)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 4:
+        return address
+    if ip.ipv4_mapped:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
 
 
 def client_address(request: Request) -> str:
+    """The connecting address, or the client a trusted proxy names (serve's --trusted-proxy: uvicorn
+    rewrites it from X-Forwarded-For only for those proxies)."""
     return request.client.host if request.client else "unknown"
 
 

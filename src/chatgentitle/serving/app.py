@@ -15,6 +15,7 @@ import ipaddress
 import warnings
 from dataclasses import dataclass, field
 
+from chatgentitle.config import split_csv
 from chatgentitle.errors import OptionError
 from chatgentitle.serving.jobs import REQUEST_TIMEOUT_SECONDS
 
@@ -34,6 +35,10 @@ class ServeConfig:
     api_key: str | None = field(default=None, metadata={"envvar": "CHATGENTITLE_API_KEY"})
     """Required on every route that reaches a model: 'Authorization: Bearer KEY' on the API, the
     password of the web UI's login (any user name). Also CHATGENTITLE_API_KEY."""
+    trusted_proxy: str | None = None
+    """Addresses of reverse proxies (comma-separated IPs or networks, '*': any) whose X-Forwarded-For
+    names the client. Without one, the connecting address is the client: behind a proxy, all its
+    clients share one throttle on wrong keys."""
     max_batch: int = 8
     """Abstracts per micro-batch, at most (fewer when the deadline needs it)."""
     max_queue: int = 256
@@ -87,12 +92,7 @@ def create_app(sources: list, ranker=None, api_key: str | None = None, max_batch
     app.state.service = service
     check_key = guard_doors(app, api_key)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)  # outermost: before any other layer reads a byte
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):  # the documented ErrorBody shape
@@ -106,6 +106,50 @@ def create_app(sources: list, ranker=None, api_key: str | None = None, max_batch
     app.include_router(titles_router(service, check_key))
     app.include_router(openai_router(service, check_key))
     return app
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes is answered 413 as soon as it passes the limit,
+    whether the client announced its length or streams it in chunks (Transfer-Encoding: chunked); the
+    rest is never read. A body within the limit is read here and handed on whole, so no request holds
+    more than `limit` bytes of body in memory."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            return await self._refuse(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._refuse(scope, receive, send)
+            more = message.get("more_body", False)
+        body, handed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal handed
+            if handed:  # after the body: what the app waits for is the client going away
+                return await receive()
+            handed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send):
+        from starlette.responses import JSONResponse
+
+        response = JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413,
+                                headers={"Connection": "close"})
+        await response(scope, receive, send)
 
 
 def with_ui(app, api_key: str | None = None):
@@ -148,4 +192,12 @@ def serve(cfg: ServeConfig, spec, named_models: dict[str, str] | None = None, ec
     if cfg.ui:
         app = with_ui(app, cfg.api_key)
     echo(f"serving on http://{cfg.host}:{cfg.port}  (API docs: /docs)")
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+    uvicorn.run(app, **listening(cfg))
+
+
+def listening(cfg: ServeConfig) -> dict:
+    """uvicorn's settings from a ServeConfig: the address, and which proxies it believes about clients
+    (none unless given: uvicorn's own default trusts X-Forwarded-For from 127.0.0.1)."""
+    trusted = ",".join(split_csv(cfg.trusted_proxy))
+    return {"host": cfg.host, "port": cfg.port, "log_level": "warning", "proxy_headers": bool(trusted),
+            "forwarded_allow_ips": trusted or None}

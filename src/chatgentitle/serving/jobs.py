@@ -17,6 +17,7 @@ import math
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from functools import partial
@@ -59,6 +60,7 @@ class Job:
     texts: list[str]
     decode: Callable[[list[str], Callable[[], bool]], list]
     key: Hashable  # jobs with equal keys may share one decode call
+    cost_key: Hashable  # jobs with equal cost keys take as long per text: no free text, no per-request object
     deadline: float  # time.monotonic() after which nobody waits for the answer
     future: Future = dataclasses.field(default_factory=Future)
     abandoned: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -68,6 +70,29 @@ class Job:
         return not self.abandoned.is_set() and time.monotonic() < self.deadline
 
 
+class CostTable:
+    """Seconds per text, measured per cost key (a running mean of the last measurements); at most `size`
+    keys, the least recently used going first, so that no stream of requests can grow it for good."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self.seconds: OrderedDict[Hashable, float] = OrderedDict()
+
+    def get(self, key: Hashable) -> float | None:
+        if key in self.seconds:
+            self.seconds.move_to_end(key)
+        return self.seconds.get(key)
+
+    def measured(self, key: Hashable, seconds: float) -> None:
+        known = self.seconds.pop(key, None)
+        self.seconds[key] = seconds if known is None else 0.5 * (known + seconds)
+        while len(self.seconds) > self.size:
+            self.seconds.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self.seconds)
+
+
 class MicroBatcher:
     """A bounded queue in front of one title source, drained by one worker thread."""
 
@@ -75,7 +100,7 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.wait_seconds = wait_seconds  # how long to wait for company before a batch goes
         self.jobs: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
-        self.seconds_per_text: dict[Hashable, float] = {}  # measured, per key
+        self.seconds_per_text = CostTable()  # measured, per cost key
         self.backlog = 0.0  # estimated seconds of the queued jobs (recounted between batches by _sweep)
         self._lock = threading.Lock()
         self.idle = threading.Event()  # set while nothing is queued or decoding (tests and shutdown wait on it)
@@ -85,12 +110,12 @@ class MicroBatcher:
 
     def estimate(self, texts: int, key: Hashable) -> float:
         """Seconds `texts` texts of this key take, as measured (0 before the first measurement)."""
-        return texts * self.seconds_per_text.get(key, 0.0)
+        return texts * (self.seconds_per_text.get(key) or 0.0)
 
     def submit(self, job: Job) -> Job:
         """Queue the job, or raise Busy when it cannot be answered within its deadline."""
         with self._lock:
-            job.estimate = self.estimate(len(job.texts), job.key)
+            job.estimate = self.estimate(len(job.texts), job.cost_key)
             allowed = (job.deadline - time.monotonic()) * SAFETY
             if job.estimate > allowed:
                 raise Busy(f"busy: this decoding takes ~{job.estimate:.0f} s here, over the "
@@ -126,7 +151,7 @@ class MicroBatcher:
                 job = self.jobs.get_nowait()
             except queue.Empty:
                 break
-            job.estimate = self.estimate(len(job.texts), job.key)
+            job.estimate = self.estimate(len(job.texts), job.cost_key)
             if not job.wanted():
                 continue  # its request has given up already
             if waited + job.estimate > (job.deadline - time.monotonic()) * SAFETY:  # as submit plans it
@@ -142,7 +167,7 @@ class MicroBatcher:
         """The oldest job and the queued jobs of its key that fit: at most max_batch texts, and as many as
         the oldest job's remaining time allows at the measured cost (one job alone until measured)."""
         first = self.jobs.get()
-        per_text = self.seconds_per_text.get(first.key)
+        per_text = self.seconds_per_text.get(first.cost_key)
         room = self.max_batch
         if per_text is None:
             room = len(first.texts)
@@ -185,8 +210,7 @@ class MicroBatcher:
             start += len(job.texts)
         if finished:  # a stopped decoding's time says nothing about the cost
             measured = (time.monotonic() - began) / len(texts)
-            known = self.seconds_per_text.get(batch[0].key)
-            self.seconds_per_text[batch[0].key] = measured if known is None else 0.5 * (known + measured)
+            self.seconds_per_text.measured(batch[0].cost_key, measured)
 
 
 class TitleService:
@@ -216,14 +240,16 @@ class TitleService:
 
         source = self.source(model)
         decode = partial(_titles, titles, source, options, self.ranker, instruction, yours)
-        key = ("titles", _frozen(options), instruction) + ((yours, object()) if yours is not None else ())
-        return self._submit(source, abstracts, decode, key)
+        cost = ("titles", _frozen(options), yours is not None)  # judging a title adds a forward pass
+        alone = () if yours is None else (object(),)  # a judged abstract is decoded alone
+        return self._submit(source, abstracts, decode, (*cost, instruction, *alone), cost)
 
     def completions(self, prompts: list[str], options, model: str | None = None) -> Job:
         """Queue whole prompts (OpenAI completions); the job's result is their titles."""
         source = self.source(model)
         decode = partial(_completions, source, options)
-        return self._submit(source, prompts, decode, ("completions", _frozen(options)))
+        key = ("completions", _frozen(options))
+        return self._submit(source, prompts, decode, key, key)
 
     def stream(self, abstract: str, options, instruction: str | None, on_title: Callable[[str], None],
                model: str | None = None) -> Job:
@@ -231,10 +257,11 @@ class TitleService:
         result is its candidates. Decoded alone, never batched."""
         source = self.source(model)
         decode = partial(_stream, source, options, instruction, self.ranker, on_title)
-        return self._submit(source, [abstract], decode, ("stream", _frozen(options), instruction, object()))
+        cost = ("stream", _frozen(options))
+        return self._submit(source, [abstract], decode, (*cost, object()), cost)  # never batched
 
-    def _submit(self, source, texts: list[str], decode, key) -> Job:
-        job = Job(texts, decode, key, deadline=time.monotonic() + self.request_timeout)
+    def _submit(self, source, texts: list[str], decode, key, cost_key) -> Job:
+        job = Job(texts, decode, key, cost_key, deadline=time.monotonic() + self.request_timeout)
         return self.batchers[source.name].submit(job)
 
     def warm_up(self, abstract: str) -> None:
