@@ -80,6 +80,14 @@ class FakeGenerator:
 
     name = "fake"
     instruction = SEED_INSTRUCTION
+    fixed: tuple[str, ...] = ()
+    judges = True
+
+    @property
+    def defaults(self):
+        from chatgentitle.decoding.options import GenerationOptions
+
+        return GenerationOptions()
 
     def __init__(self, delay_seconds: float = 0.0, seconds_per_abstract: float = 0.0):
         self.delay_seconds = delay_seconds  # per call

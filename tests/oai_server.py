@@ -45,6 +45,7 @@ class LoopbackServer:
     """A threaded HTTP server on 127.0.0.1 for the life of a `with` block; subclasses answer GETs."""
 
     path = ""  # appended to the base URL to make `url`
+    port = 0  # any free one
 
     def get(self, handler: BaseHTTPRequestHandler) -> None:
         handler.send_error(405)
@@ -65,7 +66,7 @@ class LoopbackServer:
             def do_POST(self):
                 server.post(self)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}{self.path}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()

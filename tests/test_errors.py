@@ -40,7 +40,7 @@ BAD = {  # name: (arguments, words the one line must hold)
     "unknown config key": (["train", "--config", "{tmp}/unknown.yaml"], ["unknown option", "learning_rat"]),
     "unknown model": (["generate", "an abstract", "--model", "{tmp}/no-such-run"], ["no-such-run"]),
     "beams through an endpoint": (["generate", "an abstract", "--endpoint", UNREACHABLE, "--model", "m",
-                                   "--num-beams", "4"], ["--num-beams 4", "endpoint"]),
+                                   "--num-beams", "4"], ["num_beams=4", "cannot honour"]),
     "missing extra": (["serve", "--no-ui", "--model", "{tmp}/no-such-run"], ["serve extra", "pip install"]),
 }
 

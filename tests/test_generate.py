@@ -145,7 +145,9 @@ def test_cli_batch_file_is_resumable(run_dir, tmp_path):
     out.write_text(json.dumps({"id": "p1", "title": "done before"}) + "\n" + '{"id": "p2", "tit')  # cut line
     args = ["generate", "--input", str(src), "--output", str(out), "--model", str(run_dir), "--dtype", "fp32",
             "--max-new-tokens", "4", "--batch-size", "2"]
-    result = CliRunner().invoke(cli, args)
+    unknown = CliRunner().invoke(cli, args)  # a file that does not say what made it is not continued
+    assert unknown.exit_code == 1 and "does not say what made it" in unknown.output and "--adopt" in unknown.output
+    result = CliRunner().invoke(cli, [*args, "--adopt"])
     assert result.exit_code == 0, result.output
     assert "4 titles written" in result.output and "1 already there" in result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -380,10 +382,14 @@ def test_auto_dtype_on_a_cpu_is_what_measures_faster_here(monkeypatch):
 
     from chatgentitle.model import loading
 
+    loading._cpu_bf16_speedup.cache_clear()  # measured here, into this test's cache dir
     began = time.perf_counter()
     measured = loading._cpu_bf16_speedup()
     assert math.isfinite(measured) and measured > 0
     assert loading._cpu_bf16_speedup() == measured and time.perf_counter() - began < 5  # once per process
+    loading._cpu_bf16_speedup.cache_clear()  # a new process on this host reads the measurement, never retimes
+    monkeypatch.setattr(loading, "_measure_bf16_speedup", lambda: pytest.fail("measured twice on one host"))
+    assert loading._cpu_bf16_speedup() == measured
     for speedup, expected in ((2.0, torch.bfloat16), (1.25, torch.bfloat16), (1.1, torch.float32),
                               (0.6, torch.float32)):
         monkeypatch.setattr(loading, "_cpu_bf16_speedup", lambda s=speedup: s)

@@ -13,6 +13,7 @@ from oai_server import LoopbackServer
 from chatgentitle.cli import cli
 from chatgentitle.data.prompt import PromptTemplate
 from chatgentitle.decoding.options import GenerationOptions
+from chatgentitle.titling.contract import options_for
 from chatgentitle.titling.generator import titles
 from chatgentitle.titling.remote import RemoteTitles
 
@@ -23,8 +24,9 @@ KEY = SERVER_KEY
 
 def test_through_our_serve_the_titles_are_the_in_process_ones(tiny_generator, tiny_server):
     remote = RemoteTitles(tiny_server, tiny_generator.name, api_key=KEY, chat=True, concurrency=2)
-    options = GenerationOptions(max_new_tokens=6)
-    assert [c[0].title for c in titles(remote, ABSTRACTS, options)] == tiny_generator(ABSTRACTS, options)
+    options = GenerationOptions(max_new_tokens=6)  # the server decodes with its own defaults (4 beams)
+    asked = options_for(remote, {"max_new_tokens": 6})  # we ask it for no more than an endpoint can do
+    assert [c[0].title for c in titles(remote, ABSTRACTS, asked)] == tiny_generator(ABSTRACTS, options)
     three = GenerationOptions(max_new_tokens=6, num_candidates=3)
     several = remote.generate(ABSTRACTS[:1], three)[0]
     assert several == [c.title for c in titles(tiny_generator, ABSTRACTS[:1], three)[0]]
@@ -105,9 +107,16 @@ def test_a_persisting_failure_stops_the_batch_and_a_rerun_completes_it(tmp_path)
     with FlakyCompletions([None, None] + ["503"] * 50) as server:  # the second batch never gets through
         args[args.index("--endpoint") + 1] = server.url
         failed = CliRunner().invoke(cli, args)
+        port = server.httpd.server_address[1]
     assert failed.exit_code == 1 and "giving up" in failed.output and "Traceback" not in failed.output
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["p0", "p1"]
-    with FlakyCompletions([]) as server:
+    with FlakyCompletions([]) as server:  # another server: its titles may differ, the file is not continued
+        args[args.index("--endpoint") + 1] = server.url
+        elsewhere = CliRunner().invoke(cli, args)
+    assert elsewhere.exit_code == 1 and "source.endpoint" in elsewhere.output
+    restarted = FlakyCompletions([])
+    restarted.port = port  # the same server back up
+    with restarted as server:
         args[args.index("--endpoint") + 1] = server.url
         resumed = CliRunner().invoke(cli, args)
     assert resumed.exit_code == 0 and "4 titles written" in resumed.output and "(2 already there)" in resumed.output

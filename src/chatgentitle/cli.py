@@ -19,9 +19,10 @@ from chatgentitle.decoding.options import BEST_TITLES, GenerationOptions
 from chatgentitle.errors import ChatGenTitleError, one_line, require_extra
 from chatgentitle.evaluation.report import BASELINES  # light: no torch, no metrics libraries at import
 from chatgentitle.export.gguf_file import OUTTYPES  # light: gguf is imported when a file is written
-from chatgentitle.flags import dataclass_flags, given, take
+from chatgentitle.flags import dataclass_flags, given, take, take_given
 from chatgentitle.serving.app import ServeConfig
-from chatgentitle.titling.sources import SourceSpec, refuse_unsupported
+from chatgentitle.titling.contract import check_supported, options_for
+from chatgentitle.titling.sources import SourceSpec
 from chatgentitle.training.config import TrainConfig
 
 
@@ -151,9 +152,9 @@ def _source(values: dict, **fixed):
               help="A JSONL (id, abstract), CSV (id, abstract) or TXT (one per line) file.")
 @click.option("--output", "output_path", type=click.Path(path_type=Path),
               help="JSONL of titles; re-running skips ids already in it.")
+@click.option("--adopt", is_flag=True, help="Continue an --output file that does not say what made it.")
 @click.option("-n", "--num-candidates", type=click.IntRange(*bounds(GenerationOptions, "num_candidates")), default=1,
-              show_default=True,
-              help="Distinct titles per abstract, ranked (see README: ranking).")
+              show_default=True, help="Distinct titles per abstract, ranked (see README: ranking).")
 @click.option("--instruction", help="Override the instruction of the prompt.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--db", type=click.Path(path_type=Path), help="Paper store: warn when a title already exists.")
@@ -164,15 +165,16 @@ def _source(values: dict, **fixed):
                                        "likelihood, and the candidates it finds more likely.")
 @dataclass_flags(SourceSpec)
 @dataclass_flags(GenerationOptions, skip=("num_candidates",))
-def generate(abstract, input_path, output_path, num_candidates, instruction, batch_size, db, stream, samples,
+def generate(abstract, input_path, output_path, adopt, num_candidates, instruction, batch_size, db, stream, samples,
              as_json, yours, **flags):
     """Write a title for ABSTRACT (or - for stdin), or for every abstract in --input."""
     from chatgentitle.titling import files
+    from chatgentitle.titling.generator import titles
 
-    refuse_unsupported(flags)
-    options = take(GenerationOptions, flags, num_candidates=num_candidates)
+    asked = take_given(GenerationOptions, flags, num_candidates=num_candidates)
     if samples:
-        return click.echo(files.samples_report(_source(flags), options))
+        source = _source(flags)
+        return click.echo(files.samples_report(source, options_for(source, asked)))
     if bool(abstract) == bool(input_path) or (input_path and not output_path):
         raise UserError("give an ABSTRACT (or -), or --input FILE with --output FILE")
     if yours is not None and not abstract:
@@ -181,19 +183,19 @@ def generate(abstract, input_path, output_path, num_candidates, instruction, bat
     if abstract is not None and not abstract.strip():
         raise UserError("the abstract is empty")
     source = _source(flags)
+    options = options_for(source, asked)
     from chatgentitle.titling.ranking import make_ranker
 
     ranker = make_ranker(db) if num_candidates > 1 or db else None
     if input_path:
         written, skipped = files.generate_file(source, input_path, output_path, options, batch_size, ranker,
-                                               instruction, progress=True)
+                                               instruction, progress=True, adopt=adopt)
         return click.echo(f"{written} titles written to {output_path} ({skipped} already there)")
     if stream and options.streams and yours is None:
+        check_supported(source, options)
         for shown in source.stream(abstract, options, instruction):
             click.echo("\r" + shown, nl=False)
         return click.echo()
-    from chatgentitle.titling.generator import titles
-
     click.echo(files.describe(titles(source, [abstract], options, ranker, instruction, yours=yours)[0], as_json))
 
 
@@ -210,7 +212,9 @@ def serve(models, **flags):
 
     cfg = take(ServeConfig, flags)
     require_extra("serve", "fastapi", "uvicorn", *(("gradio",) if cfg.ui else ()))
-    run_server(cfg, take(SourceSpec, flags), dict(split_named(v, Path(v).name) for v in models), echo=click.echo)
+    named = dict(split_named(v, Path(v).name) for v in models)
+    spec = take(SourceSpec, flags, model=next(iter(named.values())) if len(named) == 1 else None)
+    run_server(cfg, spec, named, echo=click.echo)
 
 
 @cli.command()
@@ -231,9 +235,10 @@ def label(data_path, held_out, output_path, max_papers, batch_size, label_by, **
     """Consensus titles for training abstracts: the labels that distillation trains on (`train --data`)."""
     from chatgentitle.titling import files
 
-    refuse_unsupported(flags)
-    written, skipped = files.label_file(_source(flags), data_path, list(held_out), output_path,
-                                        take(GenerationOptions, flags), batch_size, max_papers, label_by)
+    asked = take_given(GenerationOptions, flags)
+    source = _source(flags)
+    written, skipped = files.label_file(source, data_path, list(held_out), output_path, options_for(source, asked),
+                                        batch_size, max_papers, label_by)
     click.echo(f"{written} labels written to {output_path} ({skipped} already there)")
 
 
@@ -288,7 +293,7 @@ def evaluate(data_path, models, endpoint_models, baselines, prediction_files, ou
     """Score models, baselines and other systems' titles against the real titles."""
     from chatgentitle.evaluation import report
 
-    options = take(GenerationOptions, flags)
+    options = take_given(GenerationOptions, flags)
     systems = report.parse_systems(models, endpoint_models, prediction_files, baselines, take(SourceSpec, flags))
     result = report.run_eval(data_path, limit, out_dir, systems, options, batch_size, db,
                              echo=lambda line: click.echo(line, err=True), progress=True)

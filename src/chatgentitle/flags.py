@@ -59,6 +59,14 @@ def given(cls, values: dict) -> dict:
     return {name: value for name in list(values) if name in names and (value := values.pop(name)) is not None}
 
 
+def take_given(cls, values: dict, **fixed) -> dict:
+    """The given flags of `cls` (popped from `values`) and `fixed`, checked as `take` checks them: what a
+    request gives over a source's own defaults (titling.generator.options_for)."""
+    chosen = given(cls, values) | fixed
+    take(cls, dict(chosen))
+    return chosen
+
+
 def take(cls, values: dict, **fixed):
     """`cls` from the given flags (popped from `values`) and `fixed`; a bad value is a one-line error."""
     try:

@@ -74,13 +74,17 @@ class GenerationOptions:
 
     @classmethod
     def overrides(cls, pairs: list[str]) -> dict:
-        """Fields from "name=value" texts (eval's and bench_default's NAME=RUN_DIR,num_beams=1,...)."""
+        """Fields from "name=value" texts (eval's NAME=RUN_DIR,num_beams=1,words=8,include=dark matter): a
+        phrases field takes one phrase per pair and may repeat (include=A,include=B C)."""
         types, found = typing.get_type_hints(cls), {}
         for pair in pairs:
             name, _, value = pair.partition("=")
             if name not in types or not value:
                 raise OptionError(f"{pair!r}: give OPTION=VALUE with one of {', '.join(types)}")
-            kind = types[name]
+            if "phrases" in cls.__dataclass_fields__[name].metadata:
+                found[name] = (*found.get(name, ()), value)
+                continue
+            kind = next((t for t in typing.get_args(types[name]) if t is not type(None)), types[name])  # int | None
             try:
                 found[name] = _BOOLS[value.lower()] if kind is bool else kind(value)
             except (KeyError, ValueError):

@@ -130,11 +130,13 @@ def parse_systems(models=(), endpoint_models=(), prediction_files=(), baselines=
     return systems + [System(b, baseline=b) for b in baselines if b != "zero-shot"]
 
 
-def collect_systems(papers: list[Paper], out_dir: Path, systems: list[System], options, batch_size: int = 8,
+def collect_systems(papers: list[Paper], out_dir: Path, systems: list[System], options: dict, batch_size: int = 8,
                     echo=print, progress: bool = False) -> tuple[dict, list[str]]:
     """Every system's titles for `papers` (the report's examples follow the first system), and the problems
-    found in prediction files. Generated titles are cached in out_dir/predictions/NAME.jsonl, so a long
-    evaluation resumes."""
+    found in prediction files. `options`: the GenerationOptions fields eval's flags give, over each model's
+    own defaults and under its own NAME=RUN,OPTION=VALUE. Generated titles are cached in
+    out_dir/predictions/NAME.jsonl, so a long evaluation resumes."""
+    from chatgentitle.titling.contract import options_for
     from chatgentitle.titling.files import claim, generate_file, made_by
 
     ids = {p.id for p in papers}
@@ -145,7 +147,8 @@ def collect_systems(papers: list[Paper], out_dir: Path, systems: list[System], o
     for system in systems:
         if system.source:
             generator = load_source(system.source)
-            cache, decoding = out_dir / "predictions" / f"{system.name}.jsonl", replace(options, **system.options)
+            cache = out_dir / "predictions" / f"{system.name}.jsonl"
+            decoding = options_for(generator, options | system.options)  # over the source's own defaults
             emptied = claim(cache, made_by(generator, decoding), cache=True)
             if emptied:
                 echo(f"{system.name}: titling again, its cache was emptied ({emptied})")
@@ -161,7 +164,8 @@ def collect_systems(papers: list[Paper], out_dir: Path, systems: list[System], o
     return found, problems
 
 
-def run_eval(data_path: Path, limit: int | None, out_dir: Path, systems: list[System], options, batch_size: int = 8,
+def run_eval(data_path: Path, limit: int | None, out_dir: Path, systems: list[System], options: dict,
+             batch_size: int = 8,
              db: Path | None = None, echo=print, progress: bool = False) -> dict:
     """`chatgentitle eval`: the test papers, every system's titles, the scores and the report files."""
     from chatgentitle.titling.ranking import Embedder, known_titles

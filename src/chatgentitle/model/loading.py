@@ -15,7 +15,7 @@ from pathlib import Path
 import platformdirs
 
 from chatgentitle.config import DTYPES
-from chatgentitle.data.records import atomic_dir
+from chatgentitle.data.records import atomic_dir, write_atomic
 from chatgentitle.errors import ChatGenTitleError
 from chatgentitle.model.run_dir import RunDir
 
@@ -130,8 +130,46 @@ def bf16_pays_off(device: str) -> bool:
 
 @functools.cache
 def _cpu_bf16_speedup() -> float:
+    """fp32's time over bf16's for one linear layer of a small model's shape, measured once per host (this
+    CPU, this torch) and kept in the cache dir: a busy moment cannot flip `--dtype auto` between runs."""
+    import json
+    import platform
+
+    import torch
+
+    host = f"{platform.machine()} {_cpu_name()} {' '.join(_cpu_flags())} torch {torch.__version__}"
+    path = cache_dir() / "bf16-speedup.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict) or not isinstance(known.get(host), float):
+        known = (known if isinstance(known, dict) else {}) | {host: _measure_bf16_speedup()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda handle: handle.write(json.dumps(known, indent=1)), mode="w")
+    return known[host]
+
+
+def _cpu_name() -> str:
+    return next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
+
+
+def _cpu_flags() -> list[str]:
+    """The instruction-set flags that decide bf16's speed (avx512_bf16, amx_*), sorted."""
+    flags = next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith("flags")), [])
+    return sorted(f for f in flags if f.startswith(("avx", "amx")))
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _measure_bf16_speedup() -> float:
     """fp32's time over bf16's for one linear layer of a small model's shape, (64 × 576) · (576 × 1536),
-    best of 5 each (~30 ms, once per process)."""
+    best of 5 each (~30 ms)."""
     import time
 
     import torch

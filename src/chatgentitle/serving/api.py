@@ -322,7 +322,7 @@ def titles_router(service: TitleService, check_key) -> APIRouter:
     @router.post("/v1/titles", response_model=TitleResponse, responses=responses(*ROUTE_ERRORS))
     async def write_titles(body: Body):
         began = time.perf_counter()
-        results = await answer(service, service.titles, body.items(), GenerationOptions(**body.options.model_dump()),
+        results = await answer(service, service.titles, body.items(), body.options.model_dump(exclude_unset=True),
                                body.instruction, model=body.model, yours=body.title)
         out = [result_body(found) for found in results]
         return {"results": out, "model": service.source(body.model).name,

@@ -234,11 +234,12 @@ class TitleService:
 
     def titles(self, abstracts: list[str], options, instruction: str | None = None, model: str | None = None,
                yours: str | None = None) -> Job:
-        """Queue abstracts; the job's result is their ranked candidates (generate.titles; `yours`: the
-        author's title for one abstract, judged beside them, decoded alone)."""
+        """Queue abstracts; the job's result is their ranked candidates (generator.titles; `yours`: the
+        author's title for one abstract, judged beside them, decoded alone). `options`: GenerationOptions,
+        or the fields a request gave (over the model's own defaults)."""
         from chatgentitle.titling.generator import titles
 
-        source = self.source(model)
+        source, options = self._asked(model, options, judging=yours is not None)
         decode = partial(_titles, titles, source, options, self.ranker, instruction, yours)
         cost = ("titles", _frozen(options), yours is not None)  # judging a title adds a forward pass
         alone = () if yours is None else (object(),)  # a judged abstract is decoded alone
@@ -246,7 +247,7 @@ class TitleService:
 
     def completions(self, prompts: list[str], options, model: str | None = None) -> Job:
         """Queue whole prompts (OpenAI completions); the job's result is their titles."""
-        source = self.source(model)
+        source, options = self._asked(model, options)
         decode = partial(_completions, source, options)
         key = ("completions", _frozen(options))
         return self._submit(source, prompts, decode, key, key)
@@ -255,10 +256,20 @@ class TitleService:
                model: str | None = None) -> Job:
         """Queue one abstract for a plan that streams: on_title(title so far) as it grows; the job's
         result is its candidates. Decoded alone, never batched."""
-        source = self.source(model)
+        source, options = self._asked(model, options)
         decode = partial(_stream, source, options, instruction, self.ranker, on_title)
         cost = ("stream", _frozen(options))
         return self._submit(source, [abstract], decode, (*cost, object()), cost)  # never batched
+
+    def _asked(self, model: str | None, options, judging: bool = False) -> tuple:
+        """The source and the options it is asked for, checked before anything is queued: UnknownModel,
+        or Unsupported naming what the source cannot honour."""
+        from chatgentitle.titling.contract import check_supported, options_for
+
+        source = self.source(model)
+        options = options_for(source, options) if isinstance(options, dict) else options
+        check_supported(source, options, judging)
+        return source, options
 
     def _submit(self, source, texts: list[str], decode, key, cost_key) -> Job:
         job = Job(texts, decode, key, cost_key, deadline=time.monotonic() + self.request_timeout)

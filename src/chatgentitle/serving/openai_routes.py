@@ -80,17 +80,18 @@ class OpenAIRequest(BaseModel):
         if self.temperature and self.temperature < _TEMPERATURE[0]:
             raise ValueError(f"temperature is 0 (the default decoding) or from {_TEMPERATURE[0]} to "
                              f"{_TEMPERATURE[1]} (sampling)")
-        self.generation_options()  # include and words need the beam search: an OptionError is a 422
+        GenerationOptions(**self.given_options())  # include and words need the beam search: an OptionError: 422
         return self
 
-    def generation_options(self) -> GenerationOptions:
-        """Our options for this request; out-of-bounds values were refused (422) above, as on /v1/titles."""
+    def given_options(self) -> dict:
+        """The GenerationOptions fields this request gives (over the model's defaults); out-of-bounds values
+        were refused (422) above, as on /v1/titles."""
         wanted = self.max_completion_tokens or self.max_tokens or GenerationOptions.max_new_tokens
         options = {"num_candidates": self.n, "max_new_tokens": wanted, "include": tuple(self.include),
                    "words": self.words}
         if self.temperature:  # sampling, as a client asking for a temperature expects
             options.update(do_sample=True, temperature=self.temperature, top_p=self.top_p or 1.0)
-        return GenerationOptions(**options)
+        return {name: value for name, value in options.items() if value not in (None, ())}
 
     def include_usage(self) -> bool:
         return bool((self.stream_options or {}).get("include_usage"))
@@ -191,7 +192,7 @@ def openai_router(service: TitleService, check_key) -> APIRouter:
     async def completions(body: Completions):
         """Each prompt continued by the model: its titles (n per prompt), choice index = prompt x n + k."""
         prompts = body.prompts()
-        results = await answer(service, service.completions, prompts, body.generation_options(), model=body.model)
+        results = await answer(service, service.completions, prompts, body.given_options(), model=body.model)
         source = service.source(body.model)
         choices = [{"index": i * body.n + k, "text": title, "finish_reason": "stop", "logprobs": None}
                    for i, titles in enumerate(results) for k, title in enumerate(titles)]
@@ -211,7 +212,7 @@ def openai_router(service: TitleService, check_key) -> APIRouter:
         if abstract is None:
             raise HTTPException(status_code=422, detail="no user message holds an abstract")
         instruction = body.instruction()
-        results = await answer(service, service.titles, [abstract], body.generation_options(), instruction,
+        results = await answer(service, service.titles, [abstract], body.given_options(), instruction,
                                model=body.model)
         source = service.source(body.model)
         titles = [c.title for c in results[0]]

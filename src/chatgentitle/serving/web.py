@@ -43,14 +43,14 @@ OPTION_TYPES = get_type_hints(GenerationOptions)
 TICK_SECONDS = 0.25  # how often the page hears how the decoding goes
 
 
-def option_input(option: dataclasses.Field):
-    """A checkbox or a slider for one GenerationOptions field: its bounds, default and help."""
-    help_text = field_docs(GenerationOptions)[option.name]
+def option_input(option: dataclasses.Field, defaults: GenerationOptions):
+    """A checkbox or a slider for one GenerationOptions field: its bounds, the model's default, its help."""
+    help_text, value = field_docs(GenerationOptions)[option.name], getattr(defaults, option.name)
     if OPTION_TYPES[option.name] is bool:
-        return gr.Checkbox(value=option.default, label=option.name, info=help_text)
+        return gr.Checkbox(value=value, label=option.name, info=help_text)
     low, high = option.metadata["range"]
     step = 1 if OPTION_TYPES[option.name] is int else 0.01
-    return gr.Slider(low, high, value=option.default, step=step, label=option.name, info=help_text,
+    return gr.Slider(low, high, value=value, step=step, label=option.name, info=help_text,
                      elem_id=f"option-{option.name}")
 
 
@@ -147,7 +147,7 @@ def build_demo(service: TitleService) -> gr.Blocks:
                 yours_box = gr.Textbox(label="Your title", elem_id="your-title", max_length=MAX_TITLE_CHARS,
                                        placeholder="Optional: your own title, to see how the model ranks it")
                 with gr.Accordion("Generation options", open=False):
-                    option_inputs = [option_input(option) for option in OPTION_FIELDS]
+                    option_inputs = [option_input(option, source.defaults) for option in OPTION_FIELDS]
                 submit = gr.Button("Generate title", variant="primary", elem_id="generate")
             with gr.Column(scale=2):
                 title_box = gr.Textbox(label="Title", lines=2, elem_id="title-output")

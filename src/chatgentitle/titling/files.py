@@ -87,12 +87,13 @@ def made_by(source: TitleSource, options: GenerationOptions, instruction: str | 
     return json.loads(json.dumps(stamp))  # tuples as lists: equal to what is read back
 
 
-def claim(output: Path, stamp: dict, cache: bool = False) -> str | None:
+def claim(output: Path, stamp: dict, cache: bool = False, adopt: bool = False) -> str | None:
     """Before titles are appended to `output`: a file begun by another model or other options is an error
     naming what differs; a cache (`cache=True`) is emptied instead, and the reason returned. A file with
-    titles and no stamp (older versions wrote none) is continued, a cache without one emptied. The stamp is
-    written when a file begins; the package version in it is recorded, not compared: versions do not change
-    titles unless the CHANGELOG says so."""
+    titles and no stamp (written by hand, another tool or an older version) is an error too, unless
+    `adopt` says to continue it as this model's (it is stamped then); a cache without one is emptied. The
+    stamp is written when a file begins; the package version in it is recorded, not compared: versions do
+    not change titles unless the CHANGELOG says so."""
     stamp_file = output.with_name(output.name + ".made-by.json")
     begun = output.is_file() and output.stat().st_size > 0
     why = None
@@ -102,13 +103,14 @@ def claim(output: Path, stamp: dict, cache: bool = False) -> str | None:
             why = differs and f"it was begun with another {differs}"
         except (json.JSONDecodeError, UnicodeDecodeError):
             why = f"{stamp_file.name} cannot be read"
-    elif begun and cache:
+    elif begun and not adopt:
         why = "it does not say what made it"
     if why and not cache:
-        raise InputError(f"{output}: {why}: give another --output, or delete it to begin again")
+        hint = " (or --adopt to continue it with this model)" if not stamp_file.is_file() else ""
+        raise InputError(f"{output}: {why}: give another --output, or delete it to begin again{hint}")
     if why:
         output.unlink()
-    if not begun or why:
+    if not begun or why or not stamp_file.is_file():
         output.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(stamp_file, lambda handle: handle.write(json.dumps(stamp, indent=1)), mode="w")
     return why
@@ -137,12 +139,13 @@ def generate_file(
     ranker: Ranker | None = None,
     instruction: str | None = None,
     progress: bool = False,
+    adopt: bool = False,
 ) -> tuple[int, int]:
     """Write titles for every abstract not yet in output_path; returns (written, skipped). With progress,
     a bar on a terminal or a line every few percent in a log (progress.py). A file begun by another model
-    or other options is an error (`claim`)."""
+    or other options, or one that does not say what made it (unless `adopt`), is an error (`claim`)."""
     output_path = Path(output_path)
-    claim(output_path, made_by(generator, options, instruction, ranker))
+    claim(output_path, made_by(generator, options, instruction, ranker), adopt=adopt)
     skip = done_ids(output_path)
     todo = [(i, a) for i, a in read_abstracts(input_path) if i not in skip]
     output_path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from chatgentitle.decoding.options import DecodingMode, GenerationOptions
 from chatgentitle.errors import OptionError
 from chatgentitle.model.loading import ModelError
 from chatgentitle.model.run_dir import RunDir
+from chatgentitle.titling.contract import check_supported
 from chatgentitle.titling.ranking import Candidate, Ranker, consensus_titles, pick_titles, spread, words
 
 
@@ -49,6 +50,12 @@ class TitleSource(Protocol):
     name: str
     instruction: str
     """The instruction of its prompt (what the web UI's Instruction box starts with)."""
+    defaults: GenerationOptions
+    """The options a request starts from: the fields it gives go over these (`options_for`)."""
+    fixed: tuple[str, ...]
+    """GenerationOptions fields it cannot honour: they must keep their value in `defaults`."""
+    judges: bool
+    """Whether it can judge a given title (log_probs)."""
     made_by: dict
     """What its titles depend on (base model, adapter weights, prompt, precision; or the endpoint and its
     model): a file of its titles records it, so that no other model continues that file."""
@@ -84,7 +91,8 @@ def titles(source: TitleSource, abstracts: list[str], options: GenerationOptions
     marked `yours`, and every title of the list has the model's log_prob (Verdict.of_pool reads it)."""
     if yours is not None and len(abstracts) != 1:
         raise OptionError("an author's title is judged for one abstract at a time")
-    options = options or GenerationOptions()
+    options = options or source.defaults
+    check_supported(source, options, judging=yours is not None)
     found = source.generate(abstracts, options, instruction, should_stop=should_stop)
     shown = [candidates(abstract, titles, ranker, options.num_candidates)
              for abstract, titles in zip(abstracts, found, strict=True)]
@@ -138,12 +146,14 @@ def _ready(model, device: str, quantize: str | None):
     return model
 
 
-def _made_by(base_model: str, adapter: Path | None, template: PromptTemplate, prompt_tokens: int, dtype,
+def _made_by(base_model: str, adapter: Path | None, template: PromptTemplate, prompt_tokens: int, dtype: str,
              quantize: str | None = None, merge: bool = False) -> dict:
-    """A loaded model's `made_by`: what its titles depend on (merging changes the arithmetic's rounding)."""
+    """A loaded model's `made_by`: what its titles depend on (merging changes the arithmetic's rounding).
+    The dtype as asked: "auto" is resolved once per host (model.loading.bf16_pays_off), so a busy moment
+    cannot make a resumed file look like another model's."""
     return {"base": str(base_model), "adapter": RunDir(adapter).weights_digest() if adapter else None,
             "template": asdict(template), "prompt_tokens": prompt_tokens,
-            "dtype": str(dtype).removeprefix("torch."), "quantize": quantize, "merge": merge}
+            "dtype": dtype, "quantize": quantize, "merge": merge}
 
 
 def _members_of(adapter: Path, base_model: str) -> list[Path]:
@@ -171,6 +181,10 @@ def _load_members(folders: list[Path], base_model: str, dtype, device: str, quan
 
 class TitleGenerator:
     """Base model (+ LoRA adapter) + prompt template -> titles."""
+
+    defaults = GenerationOptions()
+    fixed: tuple[str, ...] = ()  # every option decodes as it says
+    judges = True
 
     def __init__(self, model, tokenizer, template: PromptTemplate, max_prompt_tokens: int = PROMPT_TOKENS,
                  name: str = "model", adapter: str | None = None, lock: threading.Lock | None = None,
@@ -255,7 +269,7 @@ class TitleGenerator:
         model = _ready(model, device, quantize)
         # the packaged default adapter answers as "chatgentitle" (its model id in the OpenAI API)
         name = Path(run_dir).name if run_dir else ("chatgentitle" if adapter else f"{base_model} (zero-shot)")
-        made_by = _made_by(base_model, adapter, template, prompt_room(cutoff), torch_dtype,
+        made_by = _made_by(base_model, adapter, template, prompt_room(cutoff), dtype,
                            quantize=quantize, merge=merge and not quantize)
         return cls(model, tokenizer, template, max_prompt_tokens=prompt_room(cutoff), name=name, members=members,
                    made_by=made_by)
@@ -273,7 +287,7 @@ class TitleGenerator:
         if len(bases) != 1:
             raise ModelError(f"adapters served together need one base model, these have {', '.join(bases)}")
         device = pick_device(device)
-        dtype = resolve_dtype(dtype, device)
+        asked, dtype = dtype, resolve_dtype(dtype, device)
         model, tokenizer = load_base(bases[0], dtype=dtype)
         for name, folder in dirs.items():  # unmerged: each request picks its adapter
             model = with_adapter(model, folder, name)
@@ -282,7 +296,7 @@ class TitleGenerator:
                     adapter=name, lock=lock,
                     members=partial(_load_members, _members_of(dirs[name], bases[0]), bases[0], dtype, device),
                     made_by=_made_by(bases[0], dirs[name], infos[name].template, prompt_room(infos[name].cutoff_len),
-                                     dtype))
+                                     asked))
                 for name in dirs]
 
     # ------------------------------------------------------------------ generation

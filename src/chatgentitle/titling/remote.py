@@ -37,6 +37,11 @@ class RemoteError(ChatGenTitleError, RuntimeError):
 class RemoteTitles:
     """A TitleSource backed by an OpenAI-compatible HTTP endpoint."""
 
+    defaults = GenerationOptions(num_beams=1)  # greedy, unless asked to sample
+    # what the OpenAI API has no field for: these options keep their defaults (titles.check_supported)
+    fixed = ("num_beams", "consensus", "top_k", "no_repeat_ngram_size", "length_penalty", "include", "words")
+    judges = False  # no log-probabilities of given text
+
     def __init__(self, endpoint: str, model: str, *, api_key: str | None = None, chat: bool = False,
                  template: PromptTemplate | None = None, concurrency: int = 4, timeout_seconds: float = 120.0,
                  max_retries: int = 6, backoff_seconds: float = 1.0):
@@ -45,9 +50,9 @@ class RemoteTitles:
         self.chat = chat
         self.template = template or PromptTemplate.load(SERVED_TEMPLATE)
         self.concurrency = concurrency
-        # what this side can know: the served model's name (a server may move; what it serves under the
-        # name may change unseen) and how it is asked
-        self.made_by = {"model": model, "chat": chat, "template": asdict(self.template)}
+        # what this side can know: where the server is, the model it serves under that name (what it serves
+        # under the name may still change unseen) and how it is asked
+        self.made_by = {"endpoint": self.endpoint, "model": model, "chat": chat, "template": asdict(self.template)}
         key = api_key or os.environ.get(API_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
         headers = {"User-Agent": user_agent("title generation")} | ({"Authorization": f"Bearer {key}"} if key else {})
         self.client = HttpClient(timeout_seconds=timeout_seconds, max_retries=max_retries,
@@ -66,12 +71,12 @@ class RemoteTitles:
     # ------------------------------------------------------------------ TitleSource
     def generate(self, abstracts: list[str], options: GenerationOptions | None = None,
                  instruction: str | None = None, should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
-        return self._map(partial(self._titles, options=options or GenerationOptions(), instruction=instruction),
+        return self._map(partial(self._titles, options=options or self.defaults, instruction=instruction),
                          abstracts)
 
     def complete(self, prompts: list[str], options: GenerationOptions | None = None,
                  should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
-        return self._map(partial(self._completions, options=options or GenerationOptions()), prompts)
+        return self._map(partial(self._completions, options=options or self.defaults), prompts)
 
     def stream(self, abstract: str, options: GenerationOptions | None = None, instruction: str | None = None,
                should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
@@ -123,18 +128,3 @@ def _json(response: httpx.Response, path: str) -> dict:
     if response.status_code >= 400:
         raise RemoteError(f"{response.url}: HTTP {response.status_code}: {response.text[:300]}")
     return response.json()
-
-
-# What an OpenAI-compatible endpoint cannot be asked for: it decodes greedily, or samples (temperature,
-# top_p), with n candidates; these options of ours have no field in that API.
-NOT_ON_ENDPOINTS = {"num_beams": 1, "consensus": 0, "top_k": None, "no_repeat_ngram_size": 0, "length_penalty": None,
-                    "include": (), "words": None}
-
-
-def refuse_unsupported(given: dict) -> None:
-    """RemoteError naming the first option given (explicitly, by the user) that an endpoint cannot honour."""
-    for name, harmless in NOT_ON_ENDPOINTS.items():
-        if name in given and given[name] != harmless:
-            flag = "--" + name.replace("_", "-")
-            raise RemoteError(f"{flag} {given[name]}: an endpoint decodes greedily or by sampling, it has no "
-                              f"{name}; leave {flag} out (or use --temperature/--do-sample)")

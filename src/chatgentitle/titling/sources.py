@@ -101,14 +101,3 @@ def load_sources(spec: SourceSpec, named_models: dict[str, str]) -> list:
                                          for name, path in named_models.items()}, device=spec.device, dtype=spec.dtype)
     except (ModelError, ValueError) as err:
         raise SourceError(str(err)) from None
-
-
-def refuse_unsupported(values: dict) -> None:
-    """With an endpoint among a command's flags, the decoding options given that it cannot honour are an
-    error (remote.refuse_unsupported names the first), not silently dropped."""
-    if values.get("endpoint"):
-        from chatgentitle.decoding.options import GenerationOptions
-        from chatgentitle.flags import given
-        from chatgentitle.titling.remote import refuse_unsupported as refuse
-
-        refuse(given(GenerationOptions, dict(values)))
