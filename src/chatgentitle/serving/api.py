@@ -65,20 +65,30 @@ def responses(*codes: int) -> dict:
 ROUTE_ERRORS = (400, 401, 404, 413, 422, 429, 500, 502, 503)  # what a POST route that reaches a model can answer
 
 
-def _options_model() -> type[BaseModel]:
-    """GenerationOptions as a pydantic model: the same fields, defaults, bounds and help."""
+def option_fields(skip: tuple[str, ...] = (), unset: bool = False, note: str = "") -> dict:
+    """GenerationOptions' fields as pydantic field specs: the same types, bounds and help (`note` before it),
+    and the same defaults, or none (`unset`: a field left out is not given, and the model's default holds)."""
     types, docs = get_type_hints(GenerationOptions), field_docs(GenerationOptions)
     specs = {}
     for option in dataclasses.fields(GenerationOptions):
+        if option.name in skip:
+            continue
         low, high = option.metadata.get("range", (None, None))
         kind, default, most = types[option.name], option.default, None
         if "phrases" in option.metadata:  # a JSON array of phrases
             most, chars = phrase_limits(GenerationOptions, option.name)
             kind = list[Annotated[str, StringConstraints(min_length=1, max_length=chars, pattern=HOLDS_TEXT)]]
             default = []
+        elif unset:
+            kind, default = kind | None, None
         specs[option.name] = (kind, Field(default, ge=low, le=high, max_length=most,
-                                          description=docs.get(option.name)))
-    return create_model("Options", __base__=_CheckedOptions, **specs)
+                                          description=note + docs[option.name]))
+    return specs
+
+
+def _options_model() -> type[BaseModel]:
+    """GenerationOptions as a pydantic model: the same fields, defaults, bounds and help."""
+    return create_model("Options", __base__=_CheckedOptions, **option_fields())
 
 
 def steering_excludes(steering: dict[str, dict], decoding: dict[str, dict]) -> list[dict]:

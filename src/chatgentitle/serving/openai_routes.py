@@ -13,21 +13,27 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
-from chatgentitle.config import bounds, field_docs, phrase_limits
+from chatgentitle.config import bounds
 from chatgentitle.decoding.options import GenerationOptions
-from chatgentitle.serving.api import ROUTE_ERRORS, STEERING, answer, responses, served_model, steering_excludes
+from chatgentitle.serving.api import (
+    ROUTE_ERRORS,
+    STEERING,
+    answer,
+    option_fields,
+    responses,
+    served_model,
+    steering_excludes,
+)
 from chatgentitle.serving.jobs import HOLDS_TEXT, MAX_ABSTRACT_CHARS, MAX_ABSTRACTS, MAX_INSTRUCTION_CHARS, TitleService
 
 _N, _TOKENS = bounds(GenerationOptions, "num_candidates"), bounds(GenerationOptions, "max_new_tokens")
 _TEMPERATURE, _TOP_P = bounds(GenerationOptions, "temperature"), bounds(GenerationOptions, "top_p")
-_WORDS, _PHRASES = bounds(GenerationOptions, "words"), phrase_limits(GenerationOptions, "include")
 
 MAX_PROMPT_CHARS = MAX_ABSTRACT_CHARS + 2000  # the abstract's bound plus a template
 Prompt = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=HOLDS_TEXT)]
 Text = Annotated[str, StringConstraints(max_length=MAX_ABSTRACT_CHARS)]
-Phrase = Annotated[str, StringConstraints(min_length=1, max_length=_PHRASES[1], pattern=HOLDS_TEXT)]
 AbstractText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ABSTRACT_CHARS, pattern=HOLDS_TEXT)]
 ERRORS = responses(*ROUTE_ERRORS)
 SSE_EVENT = {"type": "object", "required": ["data"],  # each event: a JSON chunk, then "[DONE]"
@@ -52,11 +58,21 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
-class OpenAIRequest(BaseModel):
-    """What OpenAI completion and chat requests share (and our extensions: include, words)."""
+# GenerationOptions fields that OpenAI's own fields carry (n, max_tokens, temperature, top_p); every other
+# field is an extension under its own name, as vLLM takes top_k or repetition_penalty
+OPENAI_NAMED = ("num_candidates", "max_new_tokens", "temperature", "top_p")
+Extensions = create_model("Extensions", **option_fields(OPENAI_NAMED, unset=True, note="Extension (ChatGenTitle): "))
+EXTENSIONS = tuple(Extensions.model_fields)
+
+
+class OpenAIRequest(Extensions):
+    """What OpenAI completion and chat requests share, and our extensions: every other GenerationOptions
+    field by its own name (include, words, num_beams, top_k, ...)."""
 
     model_config = ConfigDict(extra="ignore", json_schema_extra={"allOf": steering_excludes(
-        STEERING, {"temperature": {"type": "number", "exclusiveMinimum": 0}})})
+        STEERING, {"temperature": {"type": "number", "exclusiveMinimum": 0}, "do_sample": {"const": True},
+                   "consensus": {"type": "integer", "minimum": 1},
+                   "no_repeat_ngram_size": {"type": "integer", "minimum": 1}})})
 
     model: str
     n: int = Field(1, ge=_N[0], le=_N[1], description="Titles to return (distinct candidates).")
@@ -70,10 +86,6 @@ class OpenAIRequest(BaseModel):
     top_p: float | None = Field(None, ge=_TOP_P[0], le=_TOP_P[1])
     stream: bool = False
     stream_options: dict | None = None
-    include: list[Phrase] = Field([], max_length=_PHRASES[0], description="Extension (ChatGenTitle): "
-                                  + field_docs(GenerationOptions)["include"])
-    words: int | None = Field(None, ge=_WORDS[0], le=_WORDS[1], description="Extension (ChatGenTitle): "
-                              + field_docs(GenerationOptions)["words"])
 
     @model_validator(mode="after")
     def sampling_temperature(self):
@@ -86,12 +98,15 @@ class OpenAIRequest(BaseModel):
     def given_options(self) -> dict:
         """The GenerationOptions fields this request gives (over the model's defaults); out-of-bounds values
         were refused (422) above, as on /v1/titles."""
-        wanted = self.max_completion_tokens or self.max_tokens or GenerationOptions.max_new_tokens
-        options = {"num_candidates": self.n, "max_new_tokens": wanted, "include": tuple(self.include),
-                   "words": self.words}
+        options = {name: value for name in EXTENSIONS if (value := getattr(self, name)) not in (None, [])}
+        options |= {"num_candidates": self.n} | ({"include": tuple(self.include)} if self.include else {})
+        if self.max_completion_tokens or self.max_tokens:
+            options["max_new_tokens"] = self.max_completion_tokens or self.max_tokens
         if self.temperature:  # sampling, as a client asking for a temperature expects
             options.update(do_sample=True, temperature=self.temperature, top_p=self.top_p or 1.0)
-        return {name: value for name, value in options.items() if value not in (None, ())}
+        elif options.get("do_sample") and self.top_p:
+            options["top_p"] = self.top_p
+        return options
 
     def include_usage(self) -> bool:
         return bool((self.stream_options or {}).get("include_usage"))
