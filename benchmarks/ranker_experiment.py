@@ -33,9 +33,9 @@ from chatgentitle.titling.ranking import (
     _CachedTokenizer,
     _rouge_l,
     cliches_in,
-    copy_key,
     copy_rate,
     has_repeated_bigram,
+    normalise_title,
     pick_titles,
     words,
 )
@@ -46,9 +46,9 @@ def pool_titles(candidates: list) -> tuple[list[str], list[float]]:
     candidate ([text, score, tokens] rows, best first)."""
     score_of = {}
     for text, score, _ in candidates:
-        score_of.setdefault(copy_key(clean_title(text)), score)
+        score_of.setdefault(normalise_title(clean_title(text)), score)
     titles = pick_titles([text for text, _, _ in candidates], len(candidates))
-    return titles, [score_of.get(copy_key(title), float("nan")) for title in titles]
+    return titles, [score_of.get(normalise_title(title), float("nan")) for title in titles]
 
 
 

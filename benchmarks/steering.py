@@ -29,7 +29,7 @@ from common import table
 
 from chatgentitle.decoding.options import GenerationOptions
 from chatgentitle.titling.generator import TitleGenerator, candidates
-from chatgentitle.titling.ranking import contains, copy_key, make_ranker, spread, words
+from chatgentitle.titling.ranking import contains, make_ranker, normalise_title, spread, words
 
 
 def rouge_l(predictions: list[str], references: list[str]) -> float:
@@ -128,7 +128,7 @@ def bench_spread(g, papers, pools_file: Path, weights=(1.0, 2.0, 3.0, 5.0, 8.0))
 
 
 def summary(shown: list[list[str]], refs: list[str]) -> dict:
-    copies = sum(copy_key(a) == copy_key(b) for titles_ in shown for a, b in combinations(titles_, 2))
+    copies = sum(normalise_title(a) == normalise_title(b) for titles_ in shown for a, b in combinations(titles_, 2))
     others = [(title, ref) for titles_, ref in zip(shown, refs, strict=True) for title in titles_[1:]]
     return {"pairwise_rouge": 100 * mean(pairwise(s) for s in shown), "copies": copies,
             "first_rouge": 100 * rouge_l([s[0] for s in shown], refs), "shown": mean(map(len, shown)),

@@ -82,6 +82,7 @@ class FakeGenerator:
     instruction = SEED_INSTRUCTION
     fixed: tuple[str, ...] = ()
     judges = True
+    verdict_scale = None
 
     @property
     def defaults(self):

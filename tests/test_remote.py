@@ -26,10 +26,10 @@ def test_through_our_serve_the_titles_are_the_in_process_ones(tiny_generator, ti
     remote = RemoteTitles(tiny_server, tiny_generator.name, api_key=KEY, chat=True, concurrency=2)
     options = GenerationOptions(max_new_tokens=6)  # the server decodes with its own defaults (4 beams)
     asked = options_for(remote, {"max_new_tokens": 6})  # we ask it for no more than an endpoint can do
-    assert [c[0].title for c in titles(remote, ABSTRACTS, asked)] == tiny_generator(ABSTRACTS, options)
+    assert [r.title for r in titles(remote, ABSTRACTS, asked)] == tiny_generator(ABSTRACTS, options)
     three = GenerationOptions(max_new_tokens=6, num_candidates=3)
     several = remote.generate(ABSTRACTS[:1], three)[0]
-    assert several == [c.title for c in titles(tiny_generator, ABSTRACTS[:1], three)[0]]
+    assert several == [c.title for c in titles(tiny_generator, ABSTRACTS[:1], three)[0].candidates]
 
 
 def test_cli_batch_file_through_an_endpoint(tiny_generator, tiny_server, run_dir, tmp_path):

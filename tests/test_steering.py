@@ -113,12 +113,14 @@ def test_log_probs_are_the_models_own(tiny_generator):
         assert got == pytest.approx(expected, abs=1e-5)
 
 
-def test_verdict_ranks_by_log_prob():
-    pool = [Candidate("A", log_prob=-0.5), Candidate("B", log_prob=-2.0), Candidate("C", log_prob=-1.0),
-            Candidate("Mine", log_prob=-1.5, yours=True, score=0.4)]
-    verdict = Verdict.of_pool(pool)
-    assert (verdict.rank, verdict.of, verdict.better, verdict.score) == (3, 4, ["A", "C"], 0.4)
-    assert Verdict.of_pool(pool[:3]) is None
+def test_verdict_ranks_by_log_prob_and_places_the_title_on_the_published_scale():
+    pool = [Candidate("A", log_prob=-0.5), Candidate("B", log_prob=-2.0), Candidate("C", log_prob=-1.0)]
+    mine = Candidate("Mine", log_prob=-1.5, score=0.4)
+    verdict = Verdict.judge(mine, pool)
+    assert (verdict.rank, verdict.of, verdict.better, verdict.score, verdict.percentile) == (3, 4, ["A", "C"], 0.4,
+                                                                                             None)
+    published = [-3.0, -2.5, -2.0, -1.8, -1.6, -1.2, -1.0, -0.9, -0.7, -0.4]  # ascending
+    assert Verdict.judge(mine, pool, published).percentile == 50.0  # above five of the ten
 
 
 def test_generate_judges_your_title(run_dir):
@@ -128,8 +130,20 @@ def test_generate_judges_your_title(run_dir):
     import json
 
     body = json.loads(result.output)
-    assert body["verdict"]["title"] == "graph neural networks" and body["verdict"]["of"] == len(body["candidates"]) + 1
+    verdict = body["verdict"]
+    assert verdict["title"] == "graph neural networks" and verdict["of"] > len(body["candidates"]) + 1  # whole pool
+    assert verdict["rank"] == len(verdict["better"]) + 1 and "not the score's" in body["order"]
     assert all(c["log_prob"] is not None for c in body["candidates"])
+
+
+def test_a_title_is_judged_against_the_whole_pool_even_with_one_candidate(run_dir):
+    result = CliRunner().invoke(cli, ["generate", ABSTRACTS[0], "--model", str(run_dir), "--dtype", "fp32",
+                                      "--title", "graph neural networks", "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    body = json.loads(result.output)
+    assert len(body["candidates"]) == 1 and body["verdict"]["of"] > 2
 
 
 BAD_STEERING = {  # name: (arguments, words the one error line holds)
@@ -164,7 +178,7 @@ def test_api_steers_and_judges(tiny_server):
     assert answer.status_code == 200, answer.text
     result = answer.json()["results"][0]
     assert all(contains(c["title"], "deep models") for c in result["candidates"])
-    assert result["verdict"]["title"] == "graph neural networks" and result["verdict"]["of"] == 3
+    assert result["verdict"]["title"] == "graph neural networks" and result["verdict"]["of"] >= 3
     chat = _post(tiny_server, "/chat/completions", {"model": "run", "include": ["quantum"], "max_tokens": 12,
                                                     "messages": [{"role": "user", "content": ABSTRACTS[2]}]})
     assert chat.status_code == 200, chat.text

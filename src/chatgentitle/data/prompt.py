@@ -146,6 +146,13 @@ def encode_example(
 _PREFIX = re.compile(r"^\s*(title|paper title|suggested title)\s*[:\-]\s*", re.IGNORECASE)
 
 
+def word_count(title: str) -> int:
+    """Words in a title as a reader counts them: runs between spaces that hold a letter or digit
+    ("Plug-and-Play" is one word, a lone ":" none). The one count behind --words, the candidates' words
+    and eval's lengths."""
+    return sum(any(c.isalnum() for c in part) for part in title.split())
+
+
 def clean_title(text: str) -> str:
     """Tidy a decoded completion into a title: first line, no 'Title:' prefix, quotes or final period."""
     lines = [line for line in text.strip().splitlines() if line.strip()]

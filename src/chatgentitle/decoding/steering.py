@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from chatgentitle.data.prompt import word_count
 from chatgentitle.decoding.options import GenerationOptions
 from chatgentitle.decoding.steps import NEG, BeamRows, encode_prompts, penalised
 from chatgentitle.errors import OptionError
@@ -88,11 +89,15 @@ class Steering:
         return Hypothesis(tokens, met, None, False)
 
     def word_count(self, tokens: tuple[int, ...]) -> int:
-        return len(self.tokenizer.decode(tokens, skip_special_tokens=True).split())
+        return word_count(self.tokenizer.decode(tokens, skip_special_tokens=True))
 
-    def length_cost(self, tokens: tuple[int, ...]) -> float:
-        """What a finished title's score loses for its distance from the target length."""
-        return WORD_WEIGHT * abs(self.word_count(tokens) - self.words) if self.words else 0.0
+    def length_cost(self, tokens: tuple[int, ...], finished: bool = True) -> float:
+        """What a title's score loses for its distance from the target length: a finished title for the
+        words it is away; a running one (which may still grow) only for the words it is already over."""
+        if not self.words:
+            return 0.0
+        away = self.word_count(tokens) - self.words
+        return WORD_WEIGHT * (abs(away) if finished else max(0, away))
 
     def ends_boundary(self, tokens: tuple[int, ...]) -> bool:
         """Whether a phrase may start after these tokens without its first word gluing onto the last one."""
@@ -241,8 +246,7 @@ def _unsettled(finished: list, chosen: list, k: int, step: int, length_penalty: 
     this length, and already past the target length if one is asked) still beats the worst ended one."""
     if len(finished) < k:
         return True
-    best = max(score / (step + 1) ** length_penalty
-               - (WORD_WEIGHT * max(0, steering.word_count(hyp.tokens) - steering.words) if steering.words else 0)
+    best = max(score / (step + 1) ** length_penalty - steering.length_cost(hyp.tokens, finished=False)
                for score, _, hyp in chosen if score > NEG / 2) if any(c[0] > NEG / 2 for c in chosen) else NEG
     return best > finished[-1][0]
 

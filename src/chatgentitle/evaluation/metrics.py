@@ -11,6 +11,7 @@ import random
 import statistics
 from dataclasses import dataclass
 
+from chatgentitle.data.prompt import word_count
 from chatgentitle.titling.ranking import (
     Embedder,
     KnownTitles,
@@ -18,7 +19,6 @@ from chatgentitle.titling.ranking import (
     copy_rate,
     has_repeated_bigram,
     normalise_title,
-    words,
 )
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -56,7 +56,7 @@ def score_pairs(predictions: list[str], references: list[str], abstracts: list[s
             rouge1=100 * rouge["rouge1"].fmeasure, rouge2=100 * rouge["rouge2"].fmeasure,
             rougeL=100 * rouge["rougeL"].fmeasure,
             exact=100.0 * (normalise_title(pred) == normalise_title(ref) and bool(pred.strip())),
-            words=len(words(pred)), copy_rate=100 * copy_rate(pred, abstract),
+            words=word_count(pred), copy_rate=100 * copy_rate(pred, abstract),
             cliche=100.0 * bool(cliches_in(pred)),
             duplicate=100.0 * bool(known and known.match(pred)),
             repeated=100.0 * has_repeated_bigram(pred),
@@ -77,7 +77,7 @@ def summarise(scores: list[PaperScore], predictions: list[str], references: list
     if scores[0].similarity is not None:
         summary["similarity"] = statistics.fmean(s.similarity for s in scores)
     summary["mean_words"] = statistics.fmean(s.words for s in scores)
-    summary["reference_mean_words"] = statistics.fmean(len(words(r)) for r in references)
+    summary["reference_mean_words"] = statistics.fmean(word_count(r) for r in references)
     low, high = bootstrap_ci([getattr(s, HEADLINE) for s in scores])
     summary[f"{HEADLINE}_ci95"] = [low, high]
     for name in ("rouge1", "rouge2"):

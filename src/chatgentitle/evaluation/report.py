@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from chatgentitle.config import DEFAULT_BASE, split_named
+from chatgentitle.data.prompt import word_count
 from chatgentitle.data.records import Paper, read_papers, write_atomic, write_jsonl
 from chatgentitle.decoding.options import GenerationOptions
 from chatgentitle.errors import ChatGenTitleError, OptionError
@@ -275,7 +276,7 @@ def _markdown(result: dict, papers: list[Paper], systems: dict, per_paper: dict)
             cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if papers:
-        mean_words = sum(len(p.title.split()) for p in papers) / len(papers)
+        mean_words = sum(word_count(p.title) for p in papers) / len(papers)
         lines.append(f"\nReal titles: {mean_words:.1f} words on average.\n")
     for name, paired in result["paired"].items():
         low, high = paired["rougeL_difference_ci95"]
@@ -373,8 +374,8 @@ def _plot(out_dir: Path, summary: dict, systems: dict, papers: list[Paper]) -> N
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    lengths = {"real titles": [len(p.title.split()) for p in papers]}
-    lengths.update({n: [len(systems[n].get(p.id, "").split()) for p in papers] for n in names})
+    lengths = {"real titles": [word_count(p.title) for p in papers]}
+    lengths.update({n: [word_count(systems[n].get(p.id, "")) for p in papers] for n in names})
     ax.hist(list(lengths.values()), bins=range(0, 31, 2), label=list(lengths), density=True)
     ax.set_xlabel("title length (words)")
     ax.set_ylabel("share of papers")

@@ -7,6 +7,8 @@
       metrics.jsonl     loss, eval loss, lr, real tokens/s per log step; a summary last
       loss.png          the losses
       checkpoint-N/     resumable Trainer checkpoints
+      verdict_scale.json  optional: log-probabilities of published titles for their own abstracts
+                        (scripts/verdict_scale.py), the scale of a verdict's percentile
       ensemble/NAME/    optional: more adapter dirs over the same base and prompt, whose beams and
                         samples join the consensus (GenerationOptions.consensus) of this one's
 
@@ -32,6 +34,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
+VERDICT_SCALE = "verdict_scale.json"
 # what a copy of the run carries (export's adapter/, the packaged default adapter)
 ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PROMPT_FILE, CONFIG_FILE)
 
@@ -104,6 +107,21 @@ class RunDir:
                     with open(run.path / name, "rb") as file:
                         digest.update(hashlib.file_digest(file, "sha256").digest())
         return digest.hexdigest()[:16]
+
+    def verdict_scale(self) -> list[float] | None:
+        """The ascending log-probabilities of verdict_scale.json, if it was measured with these weights."""
+        path = self.path / VERDICT_SCALE
+        if not path.is_file():
+            return None
+        found = json.loads(path.read_text())
+        return sorted(found["log_probs"]) if found.get("adapter") == self.weights_digest() else None
+
+    def write_verdict_scale(self, log_probs: list[float], papers: str) -> Path:
+        """verdict_scale.json: these log-probabilities, for these weights, measured on `papers`."""
+        path = self.path / VERDICT_SCALE
+        path.write_text(json.dumps({"adapter": self.weights_digest(), "papers": papers,
+                                    "log_probs": sorted(round(x, 4) for x in log_probs)}, indent=0))
+        return path
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics.is_file():

@@ -36,7 +36,7 @@ from chatgentitle.serving.jobs import (
     Job,
     TitleService,
 )
-from chatgentitle.titling.ranking import Candidate, Verdict
+from chatgentitle.titling.ranking import ORDER, Verdict
 from chatgentitle.titling.remote import RemoteError
 
 log = logging.getLogger("chatgentitle.serving.app")
@@ -150,7 +150,7 @@ class TitleRequest(BaseModel):
 
 class CandidateBody(BaseModel):
     title: str
-    score: float | None = None
+    score: float | None = Field(None, description="The ranker's score (not the list's order: see `order`).")
     faithfulness: float | None = None
     words: int = 0
     cliches: list[str] = []
@@ -160,7 +160,7 @@ class CandidateBody(BaseModel):
 
 class TitleResult(BaseModel):
     title: str
-    candidates: list[CandidateBody]
+    candidates: list[CandidateBody] = Field(description=ORDER[0].upper() + ORDER[1:] + ".")
     verdict: Verdict | None = None  # how the model ranks the author's title (a dataclass: its schema as is)
 
 
@@ -170,11 +170,6 @@ class TitleResponse(BaseModel):
     seconds: float
 
 
-def result_body(found: list[Candidate]) -> dict:
-    """One abstract's answer: the title, the candidates shown, the verdict on the author's title if judged."""
-    shown, verdict = [c for c in found if not c.yours], Verdict.of_pool(found)
-    return {"title": shown[0].title, "candidates": [{k: v for k, v in c.to_dict().items() if k != "yours"}
-                                                    for c in shown], "verdict": verdict and verdict.to_dict()}
 
 
 def served_model(service: TitleService, required: bool = False):
@@ -334,7 +329,7 @@ def titles_router(service: TitleService, check_key) -> APIRouter:
         began = time.perf_counter()
         results = await answer(service, service.titles, body.items(), body.options.model_dump(exclude_unset=True),
                                body.instruction, model=body.model, yours=body.title)
-        out = [result_body(found) for found in results]
+        out = [result.to_dict() for result in results]
         return {"results": out, "model": service.source(body.model).name,
                 "seconds": round(time.perf_counter() - began, 3)}
 

@@ -303,8 +303,9 @@ def _completions(source, options, texts, should_stop):
 
 def _stream(source, options, instruction, ranker, on_title, texts, should_stop):
     from chatgentitle.titling.generator import candidates
+    from chatgentitle.titling.ranking import Titled
 
     title = ""
     for title in source.stream(texts[0], options, instruction, should_stop=should_stop):
         on_title(title)
-    return [candidates(texts[0], [title], ranker)]
+    return [Titled(candidates(texts[0], [title], ranker))]

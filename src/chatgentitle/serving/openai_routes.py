@@ -230,7 +230,7 @@ def openai_router(service: TitleService, check_key) -> APIRouter:
         results = await answer(service, service.titles, [abstract], body.given_options(), instruction,
                                model=body.model)
         source = service.source(body.model)
-        titles = [c.title for c in results[0]]
+        titles = [c.title for c in results[0].candidates]
         usage = _usage(source.count_tokens(abstract, as_prompt=True),
                        sum(source.count_tokens(title) + 1 for title in titles))  # +1: EOS
         reply = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": source.name}

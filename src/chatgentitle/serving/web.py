@@ -26,7 +26,8 @@ from chatgentitle.serving.jobs import (
     TitleService,
     check_abstract,
 )
-from chatgentitle.titling.ranking import Verdict
+from chatgentitle.titling.files import verdict_lines
+from chatgentitle.titling.ranking import ORDER, Verdict
 
 EXAMPLE_ABSTRACT = (
     "Large language models are increasingly used to draft scientific text, yet choosing a title that "
@@ -34,7 +35,7 @@ EXAMPLE_ABSTRACT = (
     "adapters on abstract-title pairs from arXiv and rank several candidates by their semantic "
     "similarity to the abstract, their length and their use of worn phrases."
 )
-COLUMNS = ["title", "score", "faithfulness", "words", "clichés", "known paper"]
+COLUMNS = ["title", "ranker score", "faithfulness", "words", "clichés", "known paper"]
 # the title column takes half the page; the numbers need a few characters each
 COLUMN_WIDTHS = ["50%", "8%", "11%", "7%", "12%", "12%"]
 STEERING = ("include", "words")  # their own boxes, above the options
@@ -65,14 +66,12 @@ def read_options(values, include: str = "", words: float | None = 0) -> Generati
         raise gr.Error(str(err)) from None
 
 
-def verdict_text(candidates) -> str:
+def verdict_text(verdict: Verdict | None) -> str:
     """The verdict on the author's title, as Markdown (empty when none was judged)."""
-    verdict = Verdict.of_pool(candidates)
     if verdict is None:
         return ""
-    better = "".join(f"\n- {title}" for title in verdict.better)
-    return (f"**Your title** ranks {verdict.rank} of {verdict.of} by the model's likelihood (mean log-prob "
-            f"{verdict.log_prob:.3f} per token)." + (f" More likely:{better}" if better else ""))
+    text = verdict_lines(verdict).strip().replace("your title:", "**Your title**:", 1)
+    return text.replace("\n  more likely: ", "\n- more likely: ").replace("\n  … and", "\n- … and")
 
 
 def rows(candidates) -> list[list]:
@@ -116,9 +115,8 @@ def write_titles(service: TitleService, instruction: str, abstract: str, include
         error = job.future.exception()
         if error:
             raise gr.Error("no answer within the deadline" if isinstance(error, TimeoutError) else str(error))
-        candidates = job.future.result()[0]
-        shown = [c for c in candidates if not c.yours]
-        yield shown[0].title, rows(shown), verdict_text(candidates)
+        result = job.future.result()[0]
+        yield result.title, rows(result.candidates), verdict_text(result.verdict)
     finally:
         job.abandoned.set()  # a closed page stops its decoding; a finished job is not affected
 
@@ -153,8 +151,9 @@ def build_demo(service: TitleService) -> gr.Blocks:
                 title_box = gr.Textbox(label="Title", lines=2, elem_id="title-output")
                 verdict_box = gr.Markdown(elem_id="verdict")
         # full width below: one row per candidate, the title column wide enough to read
-        table = gr.Dataframe(headers=COLUMNS, label="Ranked candidates", wrap=True, column_widths=COLUMN_WIDTHS,
+        table = gr.Dataframe(headers=COLUMNS, label="Candidates", wrap=True, column_widths=COLUMN_WIDTHS,
                              interactive=False, elem_id="candidates")
+        gr.Markdown(f"<small>Order: {ORDER}.</small>", elem_id="order")
         gr.Examples([[source.instruction, EXAMPLE_ABSTRACT]], [instruction_box, input_box])
         inputs = [instruction_box, input_box, include_box, words_box, yours_box, *option_inputs]
         # no concurrency limit here: the TitleService queues, bounds and refuses work for every front end

@@ -20,8 +20,9 @@ from chatgentitle.data.records import sample_papers, write_atomic
 from chatgentitle.decoding.options import GenerationOptions
 from chatgentitle.errors import ChatGenTitleError
 from chatgentitle.progress import Progress
-from chatgentitle.titling.generator import TitleSource, titles
-from chatgentitle.titling.ranking import Candidate, Ranker, Verdict, closest_titles
+from chatgentitle.titling.contract import TitleSource
+from chatgentitle.titling.generator import titles
+from chatgentitle.titling.ranking import ORDER, Ranker, Titled, Verdict, closest_titles
 
 
 class InputError(ChatGenTitleError, ValueError):
@@ -156,10 +157,10 @@ def generate_file(
             began = time.perf_counter()
             results = titles(generator, [a for _, a in chunk], options, ranker, instruction)
             seconds = (time.perf_counter() - began) / len(chunk)
-            for (paper_id, _), candidates in zip(chunk, results, strict=True):
-                row = {"id": paper_id, "title": candidates[0].title, "seconds": round(seconds, 3)}
-                if len(candidates) > 1 or candidates[0].known_match:
-                    row["candidates"] = [c.to_dict() for c in candidates]
+            for (paper_id, _), result in zip(chunk, results, strict=True):
+                row = {"id": paper_id, "title": result.title, "seconds": round(seconds, 3)}
+                if len(result.candidates) > 1 or result.candidates[0].known_match:
+                    row["candidates"] = [c.to_dict() for c in result.candidates]
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
             out.flush()
             shown.update(len(chunk))
@@ -205,13 +206,13 @@ def label_file(source: TitleSource, data: Path, held_out: list[Path], output: Pa
     return len(todo), len(skip)
 
 
-def describe(candidates: list[Candidate], as_json: bool = False) -> str:
-    """Candidates as `generate` prints them: one per line (score and warnings when ranked), then the
-    verdict on the author's title when the pool holds one; or JSON."""
-    shown, verdict = [c for c in candidates if not c.yours], Verdict.of_pool(candidates)
+def describe(result: Titled, as_json: bool = False) -> str:
+    """One abstract's answer as `generate` prints it: the candidates one per line (scores and warnings when
+    ranked, and what their order means), then the verdict on the author's title if judged; or JSON."""
+    shown, verdict = result.candidates, result.verdict
     if as_json:
         listed = [c.to_dict() for c in shown]
-        body = {"candidates": listed, "verdict": verdict.to_dict()} if verdict else listed
+        body = {"candidates": listed, "order": ORDER, "verdict": verdict.to_dict()} if verdict else listed
         return json.dumps(body, indent=2, ensure_ascii=False)
     lines = []
     for candidate in shown:
@@ -219,12 +220,24 @@ def describe(candidates: list[Candidate], as_json: bool = False) -> str:
         if candidate.known_match:
             note += f"  warning: matches a known paper title ({candidate.known_match!r})"
         lines.append(candidate.title + note)
+    if len(shown) > 1:
+        lines.append(f"({ORDER})")
     if verdict:
-        ranker = f", ranker score {verdict.score:.3f}" if verdict.score is not None else ""
-        lines.append(f"\nyour title: rank {verdict.rank} of {verdict.of} by the model's likelihood "
-                     f"(mean log-prob {verdict.log_prob:.3f} per token{ranker})")
-        likely = {c.title: c.log_prob for c in shown}
-        lines += [f"  more likely: {title}  [{likely[title]:.3f}]" for title in verdict.better]
+        lines.append(verdict_lines(verdict))
+    return "\n".join(lines)
+
+
+def verdict_lines(verdict: Verdict) -> str:
+    """The verdict in words (generate, the web UI): what it measures, and where the title stands."""
+    scale = (f"; more likely than {verdict.percentile:.0f}% of published titles are for their own abstracts"
+             if verdict.percentile is not None else "")
+    ranker = f"; ranker score {verdict.score:.3f}" if verdict.score is not None else ""
+    lines = [f"\nyour title: {verdict.rank} of {verdict.of} among the {verdict.of - 1} titles the search wrote, "
+             f"by the model's likelihood (mean log-prob {verdict.log_prob:.3f} per token{scale}{ranker}). "
+             "Likelihood says how expected a title is, not how good it is."]
+    lines += [f"  more likely: {title}" for title in verdict.better[:5]]
+    if len(verdict.better) > 5:
+        lines.append(f"  … and {len(verdict.better) - 5} more")
     return "\n".join(lines)
 
 
@@ -235,8 +248,8 @@ def samples_report(source: TitleSource, options: GenerationOptions) -> str:
     found = titles(source, [r["abstract"] for r in rows], replace(options, num_candidates=1))
     seconds = time.perf_counter() - began
     lines = [f"model: {source.name}\n"]
-    for row, candidates in zip(rows, found, strict=True):
+    for row, result in zip(rows, found, strict=True):
         lines += [f"arXiv:{row['id']} ({row['categories'].split()[0]})",
                   textwrap.fill(row["abstract"][:240] + "…", 100, initial_indent="  ", subsequent_indent="  "),
-                  f"  generated: {candidates[0].title}\n  real:      {row['title']}\n"]
+                  f"  generated: {result.title}\n  real:      {row['title']}\n"]
     return "\n".join([*lines, f"{len(rows)} titles in {seconds:.1f} s"])

@@ -17,7 +17,6 @@ from dataclasses import asdict, replace
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Protocol
 
 from chatgentitle.config import DEFAULT_BASE
 from chatgentitle.data.prompt import (
@@ -28,13 +27,23 @@ from chatgentitle.data.prompt import (
     clean_title,
     encode_prompt,
     prompt_room,
+    word_count,
 )
 from chatgentitle.decoding.options import DecodingMode, GenerationOptions
 from chatgentitle.errors import OptionError
 from chatgentitle.model.loading import ModelError
 from chatgentitle.model.run_dir import RunDir
-from chatgentitle.titling.contract import check_supported
-from chatgentitle.titling.ranking import Candidate, Ranker, consensus_titles, pick_titles, spread, words
+from chatgentitle.titling.contract import TitleSource, check_supported
+from chatgentitle.titling.ranking import (
+    Candidate,
+    Ranker,
+    Titled,
+    Verdict,
+    consensus_titles,
+    normalise_title,
+    pick_titles,
+    spread,
+)
 
 
 def default_adapter_dir() -> Path | None:
@@ -43,60 +52,27 @@ def default_adapter_dir() -> Path | None:
     return folder if (folder / "adapter_config.json").is_file() else None
 
 
-class TitleSource(Protocol):
-    """What writes titles: TitleGenerator, RemoteTitles, the tests' stand-in. Front ends use `titles()`
-    below, never a backend's internals."""
-
-    name: str
-    instruction: str
-    """The instruction of its prompt (what the web UI's Instruction box starts with)."""
-    defaults: GenerationOptions
-    """The options a request starts from: the fields it gives go over these (`options_for`)."""
-    fixed: tuple[str, ...]
-    """GenerationOptions fields it cannot honour: they must keep their value in `defaults`."""
-    judges: bool
-    """Whether it can judge a given title (log_probs)."""
-    made_by: dict
-    """What its titles depend on (base model, adapter weights, prompt, precision; or the endpoint and its
-    model): a file of its titles records it, so that no other model continues that file."""
-
-    def generate(self, abstracts: list[str], options: GenerationOptions | None = None,
-                 instruction: str | None = None, should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
-        """Distinct candidate titles per abstract, best first: one for num_candidates 1; for more, a pool of up
-        to `options.pool` that `titles()` chooses the shown ones from. `should_stop` is asked between
-        decoding steps: when it says yes, decoding ends there."""
-
-    def complete(self, prompts: list[str], options: GenerationOptions | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
-        """At most num_candidates titles for whole prompts in the model's template (what OpenAI completions
-        clients send)."""
-
-    def stream(self, abstract: str, options: GenerationOptions | None = None, instruction: str | None = None,
-               should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
-        """One title as it grows (for options that stream: see GenerationOptions.streams)."""
-
-    def count_tokens(self, text: str, as_prompt: bool = False) -> int:
-        """Tokens of a title, or of the whole prompt made from an abstract (as_prompt), for usage counts."""
-
-    def log_probs(self, abstract: str, titles: list[str], instruction: str | None = None) -> list[float]:
-        """Each title's mean log-probability per token under the model, after this abstract's prompt."""
+VERDICT_POOL = 4  # judging a title searches as for 4 candidates: a pool of up to 16 titles (8 beams, 8 samples)
 
 
 def titles(source: TitleSource, abstracts: list[str], options: GenerationOptions | None = None,
            ranker: Ranker | None = None, instruction: str | None = None,
-           should_stop: Callable[[], bool] | None = None, yours: str | None = None) -> list[list[Candidate]]:
+           should_stop: Callable[[], bool] | None = None, yours: str | None = None) -> list[Titled]:
     """The one titling step of every front end: candidates from the source, ranked by `ranker` when
     there are several to choose from or known titles to check; the first of each list is the title.
-    `yours`: the author's title, judged beside the candidates (for one abstract): it ends the list,
-    marked `yours`, and every title of the list has the model's log_prob (Verdict.of_pool reads it)."""
+    `yours`: the author's title for one abstract, judged against the whole pool a wider search produced
+    (VERDICT_POOL); the candidates shown come from that pool."""
     if yours is not None and len(abstracts) != 1:
         raise OptionError("an author's title is judged for one abstract at a time")
     options = options or source.defaults
     check_supported(source, options, judging=yours is not None)
-    found = source.generate(abstracts, options, instruction, should_stop=should_stop)
-    shown = [candidates(abstract, titles, ranker, options.num_candidates)
-             for abstract, titles in zip(abstracts, found, strict=True)]
-    return shown if yours is None else [judged(source, abstracts[0], shown[0], yours, ranker, instruction)]
+    wide = replace(options, num_candidates=max(options.num_candidates, VERDICT_POOL)) if yours is not None else options
+    found = source.generate(abstracts, wide, instruction, should_stop=should_stop)
+    shown = [Titled(candidates(abstract, pool, ranker, options.num_candidates))
+             for abstract, pool in zip(abstracts, found, strict=True)]
+    if yours is not None:
+        shown[0].verdict = judge(source, abstracts[0], shown[0].candidates, found[0], yours, ranker, instruction)
+    return shown
 
 
 def candidates(abstract: str, found: list[str], ranker: Ranker | None = None, shown: int | None = None
@@ -104,7 +80,7 @@ def candidates(abstract: str, found: list[str], ranker: Ranker | None = None, sh
     """`shown` of the found titles (a source's pool, best first) as candidates, ranked when there is
     something to rank. The first is the best-ranked of the source's `shown` first titles; each next one
     is the best-ranked of the rest after discounting its likeness (ROUGE-L) to those already chosen
-    (maximal marginal relevance), so that the list spreads over real alternatives."""
+    (maximal marginal relevance), so that the list spreads over real alternatives (ranking.ORDER)."""
     shown = shown or len(found)
     ranked = _ranked(abstract, found, ranker)  # a title's rank score does not depend on the others
     if len(found) <= shown:
@@ -117,21 +93,23 @@ def _ranked(abstract: str, found: list[str], ranker: Ranker | None) -> list[Cand
     """Found titles as candidates, ranked when there is something to rank."""
     if ranker and (len(found) > 1 or ranker.known is not None):
         return ranker.rank(abstract, found)
-    return [Candidate(title, words=len(words(title))) for title in found]
+    return [Candidate(title, words=word_count(title)) for title in found]
 
 
-def judged(source: TitleSource, abstract: str, pool: list[Candidate], yours: str, ranker: Ranker | None = None,
-           instruction: str | None = None) -> list[Candidate]:
-    """The candidates, then the author's title; each with the model's log-probability."""
+def judge(source: TitleSource, abstract: str, shown: list[Candidate], pool: list[str], yours: str,
+          ranker: Ranker | None = None, instruction: str | None = None) -> Verdict:
+    """The verdict on the author's title against the whole pool; the shown candidates get their
+    log-probabilities too (one prefill for all)."""
     yours = " ".join(yours.split())
     if not yours:
         raise OptionError("the title to judge is empty")
-    mine = ranker.rank(abstract, [yours])[0] if ranker else Candidate(yours, words=len(words(yours)))
-    pool.append(replace(mine, yours=True))
-    for candidate, log_prob in zip(pool, source.log_probs(abstract, [c.title for c in pool], instruction),
-                                   strict=True):
-        candidate.log_prob = round(log_prob, 4)
-    return pool
+    mine = ranker.rank(abstract, [yours])[0] if ranker else Candidate(yours, words=word_count(yours))
+    same = normalise_title(yours)  # the search may have written the author's title itself: it is not a rival
+    others = [t for t in dict.fromkeys([*pool, *(c.title for c in shown)]) if normalise_title(t) != same]
+    scored = dict(zip([*others, yours], source.log_probs(abstract, [*others, yours], instruction), strict=True))
+    for candidate in [*shown, mine]:
+        candidate.log_prob = round(scored.get(candidate.title, scored[yours]), 4)
+    return Verdict.judge(mine, [Candidate(t, log_prob=round(scored[t], 4)) for t in others], source.verdict_scale)
 
 
 def _ready(model, device: str, quantize: str | None):
@@ -185,6 +163,7 @@ class TitleGenerator:
     defaults = GenerationOptions()
     fixed: tuple[str, ...] = ()  # every option decodes as it says
     judges = True
+    verdict_scale: list[float] | None = None  # the adapter's, when it ships one (RunDir.verdict_scale)
 
     def __init__(self, model, tokenizer, template: PromptTemplate, max_prompt_tokens: int = PROMPT_TOKENS,
                  name: str = "model", adapter: str | None = None, lock: threading.Lock | None = None,
@@ -271,8 +250,10 @@ class TitleGenerator:
         name = Path(run_dir).name if run_dir else ("chatgentitle" if adapter else f"{base_model} (zero-shot)")
         made_by = _made_by(base_model, adapter, template, prompt_room(cutoff), dtype,
                            quantize=quantize, merge=merge and not quantize)
-        return cls(model, tokenizer, template, max_prompt_tokens=prompt_room(cutoff), name=name, members=members,
-                   made_by=made_by)
+        generator = cls(model, tokenizer, template, max_prompt_tokens=prompt_room(cutoff), name=name,
+                        members=members, made_by=made_by)
+        generator.verdict_scale = RunDir(adapter).verdict_scale() if adapter and not quantize else None
+        return generator
 
     @classmethod
     def load_many(cls, runs: dict[str, str | Path | None], *, device: str = "auto",

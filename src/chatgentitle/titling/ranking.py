@@ -13,6 +13,7 @@ the score falls back to word overlap with the abstract.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import importlib.util
 import re
@@ -21,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 
-from chatgentitle.data.prompt import clean_title
+from chatgentitle.data.prompt import clean_title, word_count
 
 TYPICAL_TITLE_WORDS = 10
 CLICHES = (
@@ -34,12 +35,17 @@ _WORD = re.compile(r"[\w$\\^{}]+", re.UNICODE)
 
 
 def words(text: str) -> list[str]:
+    """Lower-case word tokens (for overlaps and keys; counting words is data.prompt.word_count's)."""
     return _WORD.findall(text.lower())
 
 
+ARTICLES = frozenset({"a", "an", "the"})
+
+
 def normalise_title(title: str) -> str:
-    """Lower-case words only: what makes two titles 'the same' for duplicate checks."""
-    return " ".join(words(title))
+    """What two titles that are 'the same' share: they differ only in case, articles, hyphens or
+    punctuation. The one definition (duplicate candidates, known papers, exact matches in eval)."""
+    return " ".join(w for w in words(title) if w not in ARTICLES)
 
 
 def has_repeated_bigram(title: str) -> bool:
@@ -50,7 +56,7 @@ def has_repeated_bigram(title: str) -> bool:
 
 
 def cliches_in(title: str) -> list[str]:
-    padded = f" {normalise_title(title)} "
+    padded = f" {' '.join(words(title))} "  # articles kept: "a novel" is a cliché
     return [c for c in CLICHES if f" {c} " in padded]
 
 
@@ -103,6 +109,7 @@ class Candidate:
 
     title: str
     score: float | None = None
+    """The ranker's score (the module docstring's formula; None: not ranked)."""
     faithfulness: float | None = None
     """Cosine similarity of title and abstract embeddings (None: not ranked)."""
     words: int = 0
@@ -111,40 +118,66 @@ class Candidate:
     """The known paper title this one duplicates (exactly or nearly), if any."""
     log_prob: float | None = None
     """The model's mean log-probability per token of this title (None: not asked for; see Verdict)."""
-    yours: bool = False
-    """The author's own title, added to the pool to be judged (`--title`)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+ORDER = ("the first title is the search's best; the others are alternatives, each the best-ranked of what is "
+         "left after discounting its likeness to those above it (for variety): their order is not the score's")
+
+
+@dataclass
+class Verdict:
+    """How the author's title compares with every title the search produced for the abstract (`generate
+    --title`, the API's `title`), by the model's likelihood: the scale on which the model prefers one
+    title to another for this abstract. It says how expected a title is, not how good: the model's own
+    titles are likely by construction, and people judge titles on more than likelihood."""
+
+    title: str
+    log_prob: float
+    """The model's mean log-probability per token of the author's title."""
+    rank: int
+    """1 + the number of titles of the pool that the model finds more likely."""
+    of: int
+    """Titles compared: the whole pool the search produced, and the author's."""
+    better: list[str]
+    """The pool's titles that the model finds more likely, most likely first."""
+    percentile: float | None = None
+    """Share (%) of published titles, each scored for its own abstract (the validation set of the model's
+    `verdict_scale`), that the model finds less likely than this one: 50 is a typical published title's
+    likelihood. None: the model has no scale."""
+    score: float | None = None
+    """The ranker's score of the author's title, on the candidates' `score` scale (None: no ranker)."""
+
+    @classmethod
+    def judge(cls, yours: Candidate, pool: list[Candidate], scale: list[float] | None = None) -> Verdict:
+        """The verdict on `yours` among `pool` (each with its log_prob); `scale`: ascending log-probabilities
+        of published titles for their own abstracts."""
+        better = sorted((c for c in pool if c.log_prob > yours.log_prob), key=lambda c: -c.log_prob)
+        percentile = None if not scale else round(100 * bisect.bisect_left(scale, yours.log_prob) / len(scale), 1)
+        return cls(yours.title, yours.log_prob, len(better) + 1, len(pool) + 1, [c.title for c in better],
+                   percentile, yours.score)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 @dataclass
-class Verdict:
-    """How the author's title compares with the model's candidates (`generate --title`, the API's `title`)."""
+class Titled:
+    """One abstract's answer: the candidates shown (the first is the title; ORDER says what the order
+    means) and, when the author's title was judged, the verdict."""
 
-    title: str
-    log_prob: float
-    """The model's mean log-probability per token of the author's title (its candidates' scale)."""
-    rank: int
-    """1 + the number of candidates the model finds more likely."""
-    of: int
-    """Titles compared: the candidates and the author's."""
-    better: list[str]
-    """The candidates the model finds more likely, most likely first."""
-    score: float | None = None
-    """The ranker's score of the author's title, on the candidates' `score` scale (None: no ranker)."""
+    candidates: list[Candidate]
+    verdict: Verdict | None = None
 
-    @classmethod
-    def of_pool(cls, pool: list[Candidate]) -> Verdict | None:
-        """The verdict on the author's title in a judged pool (None when the pool holds none)."""
-        yours = next((c for c in pool if c.yours), None)
-        if yours is None:
-            return None
-        better = sorted((c for c in pool if not c.yours and c.log_prob > yours.log_prob), key=lambda c: -c.log_prob)
-        return cls(yours.title, yours.log_prob, len(better) + 1, len(pool), [c.title for c in better], yours.score)
+    @property
+    def title(self) -> str:
+        return self.candidates[0].title
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"title": self.title, "candidates": [c.to_dict() for c in self.candidates],
+                "verdict": self.verdict and self.verdict.to_dict()}
 
 
 class KnownTitles:
@@ -187,7 +220,7 @@ class Ranker:
             faithfulness = [copy_rate(t, abstract) for t in titles]
         ranked = []
         for title, faith in zip(titles, faithfulness, strict=True):
-            n_words = len(words(title))
+            n_words = word_count(title)
             found = cliches_in(title)
             known = self.known.match(title) if self.known else None
             score = (faith - 0.05 * abs(n_words - TYPICAL_TITLE_WORDS) / TYPICAL_TITLE_WORDS
@@ -197,19 +230,12 @@ class Ranker:
 
 
 # ----------------------------------------------------------------------------- choosing among decoded texts
-ARTICLES = frozenset({"a", "an", "the"})
 
 
 def contains(title: str, phrase: str) -> bool:
     """Whether `title` holds `phrase` as whole words, case-insensitively (any run of spaces between words)."""
     pattern = r"\s+".join(map(re.escape, phrase.split()))
     return re.search(rf"(?<!\w){pattern}(?!\w)", title, re.IGNORECASE) is not None
-
-
-def copy_key(title: str) -> str:
-    """What two titles that differ only in case, articles, hyphens or punctuation share: such a pair is
-    one title, not two options."""
-    return " ".join(w for w in words(title) if w not in ARTICLES)
 
 
 def pick_titles(texts: list[str], num_candidates: int, include: tuple[str, ...] = ()) -> list[str]:
@@ -219,7 +245,7 @@ def pick_titles(texts: list[str], num_candidates: int, include: tuple[str, ...] 
     seen, titles = set(), []
     for text in texts:
         title = clean_title(text)
-        key = copy_key(title)
+        key = normalise_title(title)
         if title and key not in seen and all(contains(title, phrase) for phrase in include):
             seen.add(key)
             titles.append(title)

@@ -41,6 +41,7 @@ class RemoteTitles:
     # what the OpenAI API has no field for: these options keep their defaults (titles.check_supported)
     fixed = ("num_beams", "consensus", "top_k", "no_repeat_ngram_size", "length_penalty", "include", "words")
     judges = False  # no log-probabilities of given text
+    verdict_scale = None
 
     def __init__(self, endpoint: str, model: str, *, api_key: str | None = None, chat: bool = False,
                  template: PromptTemplate | None = None, concurrency: int = 4, timeout_seconds: float = 120.0,
