@@ -200,3 +200,62 @@ def test_api_steers_and_judges(tiny_server):
 def test_api_refuses_bad_steering(tiny_server, path, body, words):
     answer = _post(tiny_server, path, body)
     assert answer.status_code == 422 and words in answer.text, answer.text
+
+
+@pytest.fixture(scope="module")
+def padded_generator(tiny_generator):
+    """The tiny model with its vocabulary padded past its tokenizer's (as many checkpoints pad to 64)."""
+    import copy
+
+    from chatgentitle.titling.generator import TitleGenerator
+
+    model = copy.deepcopy(tiny_generator.model)
+    model.resize_token_embeddings(len(tiny_generator.tokenizer) + 13)
+    assert model.config.vocab_size > len(tiny_generator.tokenizer)
+    return TitleGenerator(model, tiny_generator.tokenizer, tiny_generator.template,
+                          tiny_generator.max_prompt_tokens, name="padded")
+
+
+VOCABULARY = sorted(set(WORDS.lower().split()) - {"###", ":"})
+
+
+@pytest.mark.parametrize("which", ["tiny", "padded"])
+def test_steering_holds_every_phrase_or_refuses(which, tiny_generator, padded_generator):
+    """Random phrases (in random case) and budgets: each title holds every phrase, or the request is
+    refused with an OptionError; never an empty title."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    generator = tiny_generator if which == "tiny" else padded_generator
+    phrase = st.lists(st.sampled_from(VOCABULARY), min_size=1, max_size=3).map(" ".join)
+    cased = st.tuples(phrase, st.sampled_from([str, str.title, str.upper, str.capitalize])).map(lambda p: p[1](p[0]))
+
+    @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(phrases=st.lists(cased, min_size=1, max_size=3), budget=st.integers(1, 12),
+           words=st.one_of(st.none(), st.integers(3, 8)), beams=st.integers(1, 4))
+    def check(phrases, budget, words, beams):
+        try:
+            options = GenerationOptions(include=tuple(phrases), max_new_tokens=budget, words=words, num_beams=beams)
+            found = generator.generate(ABSTRACTS[:2], options)
+        except OptionError:
+            return  # refused up front (or found no title within the budget): a clear error, never a bad title
+        for titles in found:
+            assert titles and all(titles), (phrases, budget)
+            assert all(contains(t, p) for t in titles for p in phrases), (titles, phrases)
+
+    check()
+
+
+def test_a_phrase_completed_by_the_last_token_is_kept(tiny_generator):
+    """The budget is exactly the phrase and the end: the phrase's last token is the search's last step."""
+    phrase = "graph neural networks"
+    options = GenerationOptions(include=(phrase,), max_new_tokens=4, num_beams=2)
+    assert all(contains(title, phrase) for title in tiny_generator(ABSTRACTS, options))
+
+
+def test_a_phrase_is_found_in_the_case_the_title_writes_it(tiny_generator):
+    """The tiny vocabulary has "Title" and "title": asked in lower case, a capitalised spelling also counts."""
+    from chatgentitle.decoding.steering import Steering
+
+    spellings = Steering(tiny_generator.tokenizer, GenerationOptions(include=("title",))).spellings[0]
+    assert len(spellings) == 2

@@ -41,9 +41,13 @@ class Steering:
         self.tokenizer = tokenizer
         self.phrases = [p.strip() for p in options.include]
         self.words = options.words
-        # a phrase after a space (" NGC 3351") or at the start / after punctuation ("NGC 3351")
-        self.spellings = [_unique([tokenizer(" " + p, add_special_tokens=False)["input_ids"],
-                                   tokenizer(p, add_special_tokens=False)["input_ids"]]) for p in self.phrases]
+        # a phrase in any case a title writes it ("dark matter", "Dark matter", "Dark Matter"), after a space
+        # (" NGC 3351") or at the start / after punctuation ("NGC 3351")
+        self.spellings = [_unique([tokenizer(lead + v, add_special_tokens=False)["input_ids"]
+                                   for v in _cases(p) for lead in (" ", "")], tokenizer.unk_token_id)
+                          for p in self.phrases]
+        if not all(self.spellings):
+            raise OptionError("include: a phrase is made of words this model's tokenizer does not know")
         self.glue, self.breaks, self.ends_word = _token_kinds(tokenizer)
         needed = sum(min(map(len, s)) for s in self.spellings)
         if needed > options.max_new_tokens - 1:  # one token is left for the end of the title
@@ -99,6 +103,13 @@ class Steering:
         away = self.word_count(tokens) - self.words
         return WORD_WEIGHT * (abs(away) if finished else max(0, away))
 
+    def kinds(self, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(glue, breaks) as wide as the model's logits: a model's vocabulary may be padded past its
+        tokenizer's, and a token the tokenizer does not have is never written."""
+        extra = width - len(self.glue)
+        return (torch.cat([self.glue, torch.zeros(extra, dtype=torch.bool)]),
+                torch.cat([self.breaks, torch.ones(extra, dtype=torch.bool)]))
+
     def ends_boundary(self, tokens: tuple[int, ...]) -> bool:
         """Whether a phrase may start after these tokens without its first word gluing onto the last one."""
         return not tokens or not self.ends_word[tokens[-1]]
@@ -133,7 +144,7 @@ def steered_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     logits, decoder = prefill.logits, BeamRows(model, prefill, attention_mask, k, max_new_tokens)
     seen = torch.zeros(batch, logits.shape[-1], dtype=torch.bool, device=device)
     seen.scatter_(1, torch.where(attention_mask.bool(), input_ids, input_ids[:, -1:]), True)
-    glue, breaks = steering.glue.to(device), steering.breaks.to(device)
+    glue, breaks = (kind.to(device) for kind in steering.kinds(logits.shape[-1]))
 
     alive = list(range(batch))
     beams = [[(0.0, Hypothesis())] for _ in range(batch)]  # per abstract still searched: (score, hypothesis)
@@ -189,12 +200,14 @@ def _expand(steering: Steering, beams: list, totals: torch.Tensor, top: list[int
         if score <= NEG / 2:
             continue
         hyp = beams[b][1]
-        if token == eos_token_id or last:
-            ended = hyp.tokens + (() if token == eos_token_id else (token,))
-            if token == eos_token_id or len(hyp.met) == len(steering.phrases) and not hyp.writing:
-                finished.append((score / (step + 1) ** length_penalty - steering.length_cost(ended), ended))
+        if token == eos_token_id:
+            finished.append((score / (step + 1) ** length_penalty - steering.length_cost(hyp.tokens), hyp.tokens))
             continue
-        found.append((score, b, steering.after(hyp, token, steering.ends_boundary(hyp.tokens))))
+        then = steering.after(hyp, token, steering.ends_boundary(hyp.tokens))
+        if not last:
+            found.append((score, b, then))
+        elif len(then.met) == len(steering.phrases) and not then.writing:  # the last token may complete a phrase
+            finished.append((score / (step + 1) ** length_penalty - steering.length_cost(then.tokens), then.tokens))
     return found
 
 
@@ -269,5 +282,13 @@ def _token_kinds(tokenizer) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
     return _KINDS[tokenizer]
 
 
-def _unique(spellings: list[list[int]]) -> tuple[tuple[int, ...], ...]:
-    return tuple(dict.fromkeys(tuple(s) for s in spellings if s))
+def _cases(phrase: str) -> list[str]:
+    """The phrase as given, with a capital first letter, with every word capitalised, and in lower case."""
+    first = phrase[:1].upper() + phrase[1:]
+    capitalised = " ".join(w[:1].upper() + w[1:] for w in phrase.split())
+    return list(dict.fromkeys([phrase, first, capitalised, phrase.lower()]))
+
+
+def _unique(spellings: list[list[int]], unknown: int | None) -> tuple[tuple[int, ...], ...]:
+    """The distinct spellings, none empty and none with the unknown token (it would not write the phrase)."""
+    return tuple(dict.fromkeys(tuple(s) for s in spellings if s and unknown not in s))

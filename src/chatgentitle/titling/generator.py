@@ -349,7 +349,11 @@ class TitleGenerator:
             texts = decode(models, self.tokenizer, *self._tensors(prompts), options, should_stop)
         if options.mode is DecodingMode.CONSENSUS:
             return [consensus_titles(found, options.num_candidates) for found in texts]
-        return [pick_titles(found, options.pool, options.include) for found in texts]
+        picked = [pick_titles(found, options.pool, options.include) for found in texts]
+        if options.include and [""] in picked and not (should_stop and should_stop()):
+            raise OptionError(f"no title of at most {options.max_new_tokens} tokens holds every phrase of include: "
+                              "give a larger max_new_tokens, or fewer or shorter phrases")
+        return picked
 
     def _tensors(self, prompts: list[list[int]]):
         """Left-padded input ids and attention mask: every prompt ends at the column where decoding starts."""
