@@ -145,3 +145,16 @@ def test_the_cost_table_is_bounded():
     for i in range(1000):
         table.measured(("titles", i), 0.1)
     assert len(table) == 10 and table.get(("titles", 999)) == 0.1 and table.get(("titles", 0)) is None
+
+
+def test_the_web_ui_keeps_few_sessions():
+    """Gradio keeps each session's values for its 10,000 most recent sessions, and each call of its call
+    API is a session: the UI keeps WEB_SESSIONS (it holds no state between calls)."""
+    from starlette.routing import Mount
+
+    from chatgentitle.serving.app import with_ui
+    from chatgentitle.serving.web import WEB_SESSIONS
+
+    app = with_ui(create_app([FakeGenerator()], api_key=SERVER_KEY), api_key=SERVER_KEY)
+    ui = next(route.app for route in app.routes if isinstance(route, Mount))
+    assert ui.state_holder.capacity == WEB_SESSIONS <= 256

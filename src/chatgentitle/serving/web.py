@@ -42,6 +42,10 @@ STEERING = ("include", "words")  # their own boxes, above the options
 OPTION_FIELDS = [f for f in dataclasses.fields(GenerationOptions) if f.name not in STEERING]
 OPTION_TYPES = get_type_hints(GenerationOptions)
 TICK_SECONDS = 0.25  # how often the page hears how the decoding goes
+# Gradio keeps each session's component values (~65 KB here) for its 10,000 most recent sessions, and
+# every call of its call API is a new session: 650 MB that callers could fill. The page keeps no state
+# between calls, so a session forgotten early loses nothing.
+WEB_SESSIONS = 256
 
 
 def option_input(option: dataclasses.Field, defaults: GenerationOptions):
@@ -128,6 +132,7 @@ def build_demo(service: TitleService) -> gr.Blocks:
         yield from write_titles(service, instruction, abstract, include, words, yours, *values, progress=progress)
 
     with gr.Blocks(title="ChatGenTitle") as demo:
+        demo.state_session_capacity = WEB_SESSIONS
         gr.Markdown("# ChatGenTitle\nWrite a title for a paper from its abstract.")
         with gr.Row():
             with gr.Column(scale=3):

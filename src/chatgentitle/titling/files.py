@@ -229,7 +229,7 @@ def describe(result: Titled, as_json: bool = False) -> str:
 
 def verdict_lines(verdict: Verdict) -> str:
     """The verdict in words (generate, the web UI): what it measures, and where the title stands."""
-    scale = (f"; more likely than {verdict.percentile:.0f}% of published titles are for their own abstracts"
+    scale = (f"; percentile {verdict.percentile:.0f} of published titles, each for its own abstract"
              if verdict.percentile is not None else "")
     ranker = f"; ranker score {verdict.score:.3f}" if verdict.score is not None else ""
     lines = [f"\nyour title: {verdict.rank} of {verdict.of} among the {verdict.of - 1} titles the search wrote, "
