@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from chatgentitle.cli import cli
 
-COMMANDS = ["prepare", "crawl", "train", "generate", "serve", "eval", "export", "label"]
+COMMANDS = ["prepare", "index", "crawl", "train", "generate", "serve", "eval", "export", "label"]
 
 
 def test_every_command_has_help():

@@ -89,6 +89,19 @@ def prepare(inputs, db, out_dir, preset, strict, formats, **options):
         sys.exit(1)
 
 
+# ----------------------------------------------------------------------------- index
+@cli.command()
+@click.argument("inputs", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--db", type=click.Path(exists=True, path_type=Path), help="Also index the papers of a `crawl` store.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), help="Index file [default: beside the store].")
+def index(inputs, db, out_path):
+    """Index papers for "papers like yours": incremental (new ids only), resumable after a kill."""
+    from chatgentitle.data.index import PaperIndex, build
+
+    with PaperIndex(out_path, create=True) as papers:
+        click.echo(build(papers, list(inputs), db))
+
+
 # ----------------------------------------------------------------------------- train
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path),
@@ -128,15 +141,11 @@ def crawl(db, export_path, status, **flags):
 
             click.echo(f"{write_jsonl(export_path, store.records())} papers written to {export_path}")
         else:
-            fetcher = job.fetcher(on_wait=_echo_wait if sys.stderr.isatty() else None)
+            fetcher = job.fetcher(on_wait=harvest.echo_wait if sys.stderr.isatty() else None)
             try:
                 harvest.run(job, store, fetcher, echo=click.echo)
             finally:
                 fetcher.close()
-
-
-def _echo_wait(seconds: float) -> None:
-    click.echo(f"  next request in {seconds:.1f} s", err=True)
 
 
 # ----------------------------------------------------------------------------- generate / serve / export
@@ -161,12 +170,13 @@ def _source(values: dict, **fixed):
 @click.option("--stream", is_flag=True, help="Print the title as it grows (decodings that stream: greedy, sampling).")
 @click.option("--samples", is_flag=True, help="Titles for the packaged sample abstracts, beside the real titles.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON with scores.")
-@click.option("--title", "yours", help="Your own title for ABSTRACT: its rank among the candidates by the model's "
-                                       "likelihood, and the candidates it finds more likely.")
+@click.option("--title", "yours", help="Your own title for ABSTRACT: the verdict (README: Titles you steer).")
+@click.option("--related", type=click.IntRange(0, 20), default=0, help="Also list the K closest published papers.")
+@click.option("--index", "index_path", type=click.Path(path_type=Path), help="Paper index [default: beside the store].")
 @dataclass_flags(SourceSpec)
 @dataclass_flags(GenerationOptions, skip=("num_candidates",))
 def generate(abstract, input_path, output_path, adopt, num_candidates, instruction, batch_size, db, stream, samples,
-             as_json, yours, **flags):
+             as_json, yours, related, index_path, **flags):
     """Write a title for ABSTRACT (or - for stdin), or for every abstract in --input."""
     from chatgentitle.titling import files
     from chatgentitle.titling.generator import titles
@@ -175,28 +185,25 @@ def generate(abstract, input_path, output_path, adopt, num_candidates, instructi
     if samples:
         source = _source(flags)
         return click.echo(files.samples_report(source, options_for(source, asked)))
-    if bool(abstract) == bool(input_path) or (input_path and not output_path):
-        raise UserError("give an ABSTRACT (or -), or --input FILE with --output FILE")
-    if yours is not None and not abstract:
-        raise UserError("--title judges your title for one ABSTRACT, not an --input file")
-    abstract = sys.stdin.read() if abstract == "-" else abstract
-    if abstract is not None and not abstract.strip():
-        raise UserError("the abstract is empty")
-    source = _source(flags)
-    options = options_for(source, asked)
+    abstract = files.what_to_title(abstract, input_path, output_path, yours)
+    from chatgentitle.data.index import PaperIndex
     from chatgentitle.titling.ranking import make_ranker
 
+    papers = (PaperIndex(index_path), related) if related else None  # a missing index fails before the model loads
+    source = _source(flags)
+    options = options_for(source, asked)
     ranker = make_ranker(db) if num_candidates > 1 or db else None
     if input_path:
         written, skipped = files.generate_file(source, input_path, output_path, options, batch_size, ranker,
-                                               instruction, progress=True, adopt=adopt)
+                                               instruction, progress=True, adopt=adopt, related=papers)
         return click.echo(f"{written} titles written to {output_path} ({skipped} already there)")
     if stream and options.streams and yours is None:
         check_supported(source, options)
         for shown in source.stream(abstract, options, instruction):
             click.echo("\r" + shown, nl=False)
         return click.echo()
-    click.echo(files.describe(titles(source, [abstract], options, ranker, instruction, yours=yours)[0], as_json))
+    found = titles(source, [abstract], options, ranker, instruction, yours=yours, related=papers)[0]
+    click.echo(files.describe(found, as_json))
 
 
 @cli.command()
@@ -248,23 +255,16 @@ def label(data_path, held_out, output_path, max_papers, batch_size, label_by, **
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output folder (hf: the checkpoint; gguf: RUN-OUTTYPE.gguf and an Ollama Modelfile).")
 @click.option("--format", "out_format", type=click.Choice(["hf", "gguf"]), default="hf", show_default=True,
-              help="hf: a Hugging Face checkpoint (transformers, vLLM); gguf: one file for llama.cpp, Ollama, "
-                   "LM Studio.")
+              help="hf: a Hugging Face checkpoint (transformers, vLLM); gguf: llama.cpp, Ollama, LM Studio.")
 @click.option("--dtype", type=click.Choice([d for d in DTYPES if d != "auto"]), default="fp32", show_default=True,
               help="Weights of the hf checkpoint.")
 @click.option("--outtype", type=click.Choice(OUTTYPES), default="f16", show_default=True,
               help="Weights of the GGUF file: q8_0 is half the size of f16.")
 def export(run_dir, out_dir, out_format, dtype, outtype):
-    """Merge an adapter into its base model: a plain HF checkpoint (plus the adapter alone in adapter/),
-    or a GGUF file whose chat template writes our prompt around a pasted abstract."""
+    """Merge an adapter into its base model: an HF checkpoint (+ adapter/), or a GGUF file with our chat template."""
     from chatgentitle.export.hf import export
-    from chatgentitle.titling.generator import default_adapter_dir
 
-    name = "chatgentitle" if run_dir == "default" else Path(run_dir).name
-    run_dir = default_adapter_dir() if run_dir == "default" else Path(run_dir)
-    if run_dir is None or not run_dir.exists():
-        raise UserError(f"adapter not found: {run_dir or 'the packaged default (not in this install)'}")
-    click.echo(export(run_dir, out_dir, name, out_format, dtype, outtype))
+    click.echo(export(run_dir, out_dir, out_format, dtype, outtype))
 
 
 # ----------------------------------------------------------------------------- eval

@@ -13,6 +13,7 @@ commits each page and the harvest state in one transaction.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -286,6 +287,11 @@ def duration_seconds(text: str) -> float:
         return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
     except (ValueError, IndexError):
         raise OptionError(f"{text!r} is not a duration like 24h, 30m or 90s") from None
+
+
+def echo_wait(seconds: float) -> None:
+    """Say on stderr how long the polite wait before the next request is (crawl, on a terminal)."""
+    print(f"  next request in {seconds:.1f} s", file=sys.stderr)
 
 
 def run(job: CrawlJob, store: PaperStore, fetcher: Fetcher, echo: Callable[[str], None] = print) -> None:

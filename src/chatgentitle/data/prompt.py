@@ -146,6 +146,22 @@ def encode_example(
 _PREFIX = re.compile(r"^\s*(title|paper title|suggested title)\s*[:\-]\s*", re.IGNORECASE)
 
 
+_WORD = re.compile(r"[\w$\\^{}]+", re.UNICODE)
+ARTICLES = frozenset({"a", "an", "the"})
+
+
+def words(text: str) -> list[str]:
+    """Lower-case word tokens (for overlaps and keys; counting words is word_count's)."""
+    return _WORD.findall(text.lower())
+
+
+def normalise_title(title: str) -> str:
+    """What two titles that are 'the same' share: they differ only in case, articles, hyphens or
+    punctuation. The one definition (duplicate candidates, known papers, eval's exact matches, a paper
+    and its related papers)."""
+    return " ".join(w for w in words(title) if w not in ARTICLES)
+
+
 def word_count(title: str) -> int:
     """Words in a title as a reader counts them: runs between spaces that hold a letter or digit
     ("Plug-and-Play" is one word, a lone ":" none). The one count behind --words, the candidates' words

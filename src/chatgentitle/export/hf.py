@@ -6,7 +6,7 @@ from pathlib import Path
 
 from chatgentitle.data.records import atomic_dir
 from chatgentitle.model.loading import merged_model, resolve_base
-from chatgentitle.model.run_dir import RunDir
+from chatgentitle.model.run_dir import RunDir, RunDirError
 
 
 def export_merged(run_dir: str | Path, out_dir: str | Path, dtype: str = "fp32") -> Path:
@@ -36,10 +36,16 @@ def export_instructions(run_dir: str | Path, out_dir: str | Path) -> str:
             f"--prompt-template {out_dir / 'adapter'} ...")
 
 
-def export(run_dir: Path, out_dir: Path, name: str, out_format: str = "hf", dtype: str = "fp32",
-           outtype: str = "f16") -> str:
-    """`chatgentitle export`: the adapter merged into its base, as an HF checkpoint (dtype) or a GGUF file
-    named NAME-OUTTYPE.gguf; returns how to use what was written."""
+def export(adapter: str, out_dir: Path, out_format: str = "hf", dtype: str = "fp32", outtype: str = "f16") -> str:
+    """`chatgentitle export`: the adapter (a run dir, or "default": the packaged one, named chatgentitle)
+    merged into its base, as an HF checkpoint (dtype) or a GGUF file named NAME-OUTTYPE.gguf; returns how to
+    use what was written."""
+    from chatgentitle.titling.generator import default_adapter_dir
+
+    name = "chatgentitle" if adapter == "default" else Path(adapter).name
+    run_dir = default_adapter_dir() if adapter == "default" else Path(adapter)
+    if run_dir is None or not run_dir.exists():
+        raise RunDirError(f"adapter not found: {run_dir or 'the packaged default (not in this install)'}")
     if out_format == "gguf":
         from chatgentitle.export.gguf_file import export_gguf, gguf_instructions
 

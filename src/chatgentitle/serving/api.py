@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
 from chatgentitle.config import field_docs, phrase_limits
+from chatgentitle.data.index import MAX_RELATED
 from chatgentitle.decoding.options import GenerationOptions
 from chatgentitle.errors import ChatGenTitleError, UnknownModel
 from chatgentitle.serving.jobs import (
@@ -135,6 +136,8 @@ class TitleRequest(BaseModel):
     title: YourTitle | None = Field(None, description="Your own title for `abstract` (not with `abstracts`): the "
                                                       "result's verdict says how the model ranks it among its "
                                                       "candidates.")
+    related: int = Field(0, ge=0, le=MAX_RELATED, description="Also this many published papers like each abstract "
+                                                              "(from the server's paper index), closest first.")
 
     @model_validator(mode="after")
     def one_of_abstract_or_abstracts(self):
@@ -158,10 +161,19 @@ class CandidateBody(BaseModel):
     log_prob: float | None = None
 
 
+class RelatedBody(BaseModel):
+    id: str
+    title: str
+    similarity: float = Field(description="TF-IDF cosine with the abstract, 0..1.")
+    categories: str = ""
+    update_date: str = ""
+
+
 class TitleResult(BaseModel):
     title: str
     candidates: list[CandidateBody] = Field(description=ORDER[0].upper() + ORDER[1:] + ".")
     verdict: Verdict | None = None  # how the model ranks the author's title (a dataclass: its schema as is)
+    related: list[RelatedBody] = []
 
 
 class TitleResponse(BaseModel):
@@ -323,12 +335,15 @@ def titles_router(service: TitleService, check_key) -> APIRouter:
 
     class Body(TitleRequest):
         model: str = served_model(service)
+        related: int = Field(0, ge=0, le=MAX_RELATED if service.index else 0,  # the schema says what this server has
+                             description=TitleRequest.model_fields["related"].description
+                             + ("" if service.index else " This server has no paper index: 0."))
 
     @router.post("/v1/titles", response_model=TitleResponse, responses=responses(*ROUTE_ERRORS))
     async def write_titles(body: Body):
         began = time.perf_counter()
         results = await answer(service, service.titles, body.items(), body.options.model_dump(exclude_unset=True),
-                               body.instruction, model=body.model, yours=body.title)
+                               body.instruction, model=body.model, yours=body.title, related=body.related)
         out = [result.to_dict() for result in results]
         return {"results": out, "model": service.source(body.model).name,
                 "seconds": round(time.perf_counter() - began, 3)}

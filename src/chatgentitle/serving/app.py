@@ -48,6 +48,8 @@ class ServeConfig:
     Retry-After at once, and decoding past it stops."""
     db: str | None = None
     """Paper store (from crawl) for the uniqueness check."""
+    index: str | None = None
+    """Paper index (`chatgentitle index`) for related papers [default: beside the store, if built]."""
     ui: bool = True
     """Serve the web UI at / besides the API."""
 
@@ -66,7 +68,7 @@ class ServeConfig:
 
 
 def create_app(sources: list, ranker=None, api_key: str | None = None, max_batch: int = 8, max_queue: int = 256,
-               request_timeout: float = REQUEST_TIMEOUT_SECONDS):
+               request_timeout: float = REQUEST_TIMEOUT_SECONDS, index=None):
     """The FastAPI app around title sources (TitleGenerator, RemoteTitles, or anything with their
     interface): each is a model id, the first the default. `app.state.service` is their TitleService."""
     from fastapi import FastAPI, Request
@@ -86,7 +88,7 @@ def create_app(sources: list, ranker=None, api_key: str | None = None, max_batch
         queued: int
 
     service = TitleService(sources if isinstance(sources, list) else [sources], ranker, max_batch, max_queue,
-                           request_timeout)
+                           request_timeout, index)
     app = FastAPI(title="ChatGenTitle", version=__version__,
                   description="Titles for research papers from their abstracts.")
     app.state.service = service
@@ -183,8 +185,11 @@ def serve(cfg: ServeConfig, spec, named_models: dict[str, str] | None = None, ec
                    "Give --api-key (or CHATGENTITLE_API_KEY).")
         warnings.warn(message, stacklevel=2)
         echo(f"WARNING: {message}")
+    from chatgentitle.data.index import PaperIndex, default_index_path
+
+    index = PaperIndex(cfg.index) if cfg.index or default_index_path().is_file() else None
     app = create_app(load_sources(spec, named_models or {}), make_ranker(cfg.db), cfg.api_key, cfg.max_batch,
-                     cfg.max_queue, cfg.request_timeout)
+                     cfg.max_queue, cfg.request_timeout, index)
     try:
         app.state.service.warm_up(WARM_UP_ABSTRACT)
     except Exception as err:  # e.g. a remote backend not up yet: serve anyway, costs get measured later

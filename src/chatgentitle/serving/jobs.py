@@ -218,12 +218,13 @@ class TitleService:
     the deadline: what every front end of `serve` submits its work to."""
 
     def __init__(self, sources: list, ranker=None, max_batch: int = 8, max_queue: int = 256,
-                 request_timeout: float = REQUEST_TIMEOUT_SECONDS):
+                 request_timeout: float = REQUEST_TIMEOUT_SECONDS, index=None):
         self.sources = {source.name: source for source in sources}
         self.batchers = {name: MicroBatcher(max_batch, max_queue) for name in self.sources}
         self.default = sources[0].name
         self.ranker = ranker
         self.request_timeout = request_timeout
+        self.index = index  # data.index.PaperIndex for related papers, or None
 
     def source(self, model: str | None = None):
         """The named source (None: the default); UnknownModel names the ones there are."""
@@ -233,15 +234,20 @@ class TitleService:
         return self.sources[name]
 
     def titles(self, abstracts: list[str], options, instruction: str | None = None, model: str | None = None,
-               yours: str | None = None) -> Job:
+               yours: str | None = None, related: int = 0) -> Job:
         """Queue abstracts; the job's result is their ranked candidates (generator.titles; `yours`: the
-        author's title for one abstract, judged beside them, decoded alone). `options`: GenerationOptions,
-        or the fields a request gave (over the model's own defaults)."""
+        author's title for one abstract, judged beside them, decoded alone; `related`: that many papers
+        like each from the server's index). `options`: GenerationOptions, or the fields a request gave
+        (over the model's own defaults)."""
         from chatgentitle.titling.generator import titles
 
         source, options = self._asked(model, options, judging=yours is not None)
-        decode = partial(_titles, titles, source, options, self.ranker, instruction, yours)
-        cost = ("titles", _frozen(options), yours is not None)  # judging a title adds a forward pass
+        if related and self.index is None:
+            raise OptionError("related papers: this server has no paper index (build one with `chatgentitle "
+                              "index`, then serve --index PATH)")
+        papers = (self.index, related) if related else None
+        decode = partial(_titles, titles, source, options, self.ranker, instruction, yours, papers)
+        cost = ("titles", _frozen(options), yours is not None, related)  # judging adds a pass, lookups a little
         alone = () if yours is None else (object(),)  # a judged abstract is decoded alone
         return self._submit(source, abstracts, decode, (*cost, instruction, *alone), cost)
 
@@ -253,11 +259,12 @@ class TitleService:
         return self._submit(source, prompts, decode, key, key)
 
     def stream(self, abstract: str, options, instruction: str | None, on_title: Callable[[str], None],
-               model: str | None = None) -> Job:
+               model: str | None = None, related: int = 0) -> Job:
         """Queue one abstract for a plan that streams: on_title(title so far) as it grows; the job's
-        result is its candidates. Decoded alone, never batched."""
+        result is its candidates (and `related` papers like it). Decoded alone, never batched."""
         source, options = self._asked(model, options)
-        decode = partial(_stream, source, options, instruction, self.ranker, on_title)
+        papers = (self.index, related) if related and self.index else None
+        decode = partial(_stream, source, options, instruction, self.ranker, on_title, papers)
         cost = ("stream", _frozen(options))
         return self._submit(source, [abstract], decode, (*cost, object()), cost)  # never batched
 
@@ -293,19 +300,20 @@ def _frozen(options) -> tuple:
     return dataclasses.astuple(options)
 
 
-def _titles(titles, source, options, ranker, instruction, yours, texts, should_stop):
-    return titles(source, texts, options, ranker, instruction, should_stop=should_stop, yours=yours)
+def _titles(titles, source, options, ranker, instruction, yours, related, texts, should_stop):
+    return titles(source, texts, options, ranker, instruction, should_stop=should_stop, yours=yours, related=related)
 
 
 def _completions(source, options, texts, should_stop):
     return source.complete(texts, options, should_stop=should_stop)
 
 
-def _stream(source, options, instruction, ranker, on_title, texts, should_stop):
+def _stream(source, options, instruction, ranker, on_title, related, texts, should_stop):
     from chatgentitle.titling.generator import candidates
     from chatgentitle.titling.ranking import Titled
 
     title = ""
     for title in source.stream(texts[0], options, instruction, should_stop=should_stop):
         on_title(title)
-    return [Titled(candidates(texts[0], [title], ranker))]
+    found = related[0].nearest(texts[0], related[1]) if related else []
+    return [Titled(candidates(texts[0], [title], ranker), related=found)]

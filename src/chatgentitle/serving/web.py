@@ -46,6 +46,7 @@ TICK_SECONDS = 0.25  # how often the page hears how the decoding goes
 # every call of its call API is a new session: 650 MB that callers could fill. The page keeps no state
 # between calls, so a session forgotten early loses nothing.
 WEB_SESSIONS = 256
+RELATED = 5  # papers like yours shown beside the title, when the server has a paper index
 
 
 def option_input(option: dataclasses.Field, defaults: GenerationOptions):
@@ -78,6 +79,14 @@ def verdict_text(verdict: Verdict | None) -> str:
     return text.replace("\n  more likely: ", "\n- more likely: ").replace("\n  … and", "\n- … and")
 
 
+def related_text(related) -> str:
+    """Papers like the abstract, as Markdown: similarity, a link to the paper, its title (empty: none asked)."""
+    if not related:
+        return ""
+    lines = [f"- {n.similarity:.2f} [{n.title}](https://arxiv.org/abs/{n.id}) ({n.id})" for n in related]
+    return "**Papers like yours** (similarity to your abstract):\n" + "\n".join(lines)
+
+
 def rows(candidates) -> list[list]:
     """One row per candidate, best first; scores to 3 places (blank where the candidate was not ranked)."""
     def rounded(value):
@@ -89,8 +98,9 @@ def rows(candidates) -> list[list]:
 
 def write_titles(service: TitleService, instruction: str, abstract: str, include: str, words, yours: str, *values,
                  progress=gr.Progress()):
-    """Yield (title so far, candidate rows, verdict) as the decoding goes; the last yield holds the ranked
-    candidates, and the verdict on `yours` (the author's title) when one is given."""
+    """Yield (title so far, candidate rows, verdict, papers like it) as the decoding goes; the last yield holds
+    the ranked candidates, the verdict on `yours` (the author's title) when one is given, and the papers
+    like the abstract when the server has a paper index."""
     try:
         check_abstract(abstract or "")
     except ValueError as err:
@@ -98,11 +108,12 @@ def write_titles(service: TitleService, instruction: str, abstract: str, include
     options = read_options(values, include, words)
     yours = (yours or "").strip()[:MAX_TITLE_CHARS] or None
     grown: queue.SimpleQueue[str] = queue.SimpleQueue()
+    related = RELATED if service.index else 0
     try:
         if options.streams and yours is None:
-            job = service.stream(abstract, options, instruction or None, grown.put)
+            job = service.stream(abstract, options, instruction or None, grown.put, related=related)
         else:
-            job = service.titles([abstract], options, instruction or None, yours=yours)
+            job = service.titles([abstract], options, instruction or None, yours=yours, related=related)
     except Busy as err:
         raise gr.Error(f"{err} (try again in {err.retry_after} s)") from None
     began, title = time.monotonic(), ""
@@ -110,7 +121,7 @@ def write_titles(service: TitleService, instruction: str, abstract: str, include
         while not job.future.done():
             try:
                 title = grown.get(timeout=TICK_SECONDS)
-                yield title, [], ""
+                yield title, [], "", ""
             except queue.Empty:
                 if job.estimate:
                     progress(min(0.99, (time.monotonic() - began) / job.estimate), desc="writing titles")
@@ -120,7 +131,7 @@ def write_titles(service: TitleService, instruction: str, abstract: str, include
         if error:
             raise gr.Error("no answer within the deadline" if isinstance(error, TimeoutError) else str(error))
         result = job.future.result()[0]
-        yield result.title, rows(result.candidates), verdict_text(result.verdict)
+        yield result.title, rows(result.candidates), verdict_text(result.verdict), related_text(result.related)
     finally:
         job.abandoned.set()  # a closed page stops its decoding; a finished job is not affected
 
@@ -155,6 +166,7 @@ def build_demo(service: TitleService) -> gr.Blocks:
             with gr.Column(scale=2):
                 title_box = gr.Textbox(label="Title", lines=2, elem_id="title-output")
                 verdict_box = gr.Markdown(elem_id="verdict")
+                related_box = gr.Markdown(elem_id="related")
         # full width below: one row per candidate, the title column wide enough to read
         table = gr.Dataframe(headers=COLUMNS, label="Candidates", wrap=True, column_widths=COLUMN_WIDTHS,
                              interactive=False, elem_id="candidates")
@@ -162,6 +174,6 @@ def build_demo(service: TitleService) -> gr.Blocks:
         gr.Examples([[source.instruction, EXAMPLE_ABSTRACT]], [instruction_box, input_box])
         inputs = [instruction_box, input_box, include_box, words_box, yours_box, *option_inputs]
         # no concurrency limit here: the TitleService queues, bounds and refuses work for every front end
-        submit.click(handler, inputs, [title_box, table, verdict_box], api_name="write_titles", concurrency_limit=None,
-                     show_progress="full")
+        submit.click(handler, inputs, [title_box, table, verdict_box, related_box], api_name="write_titles",
+                     concurrency_limit=None, show_progress="full")
     return demo

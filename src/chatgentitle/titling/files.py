@@ -29,6 +29,22 @@ class InputError(ChatGenTitleError, ValueError):
     """An input file that cannot be read as abstracts; the message names the file and line."""
 
 
+def what_to_title(abstract: str | None, input_path: Path | None, output_path: Path | None,
+                  yours: str | None = None) -> str | None:
+    """`generate`'s ABSTRACT ("-": standard input), or None for an --input file, checked against the other
+    arguments: one abstract, or --input with --output; a title to judge only with one abstract."""
+    import sys
+
+    if bool(abstract) == bool(input_path) or (input_path and not output_path):
+        raise InputError("give an ABSTRACT (or -), or --input FILE with --output FILE")
+    if yours is not None and not abstract:
+        raise InputError("--title judges your title for one ABSTRACT, not an --input file")
+    abstract = sys.stdin.read() if abstract == "-" else abstract
+    if abstract is not None and not abstract.strip():
+        raise InputError("the abstract is empty")
+    return abstract
+
+
 def read_abstracts(path: Path) -> Iterator[tuple[str, str]]:
     """(id, abstract) pairs: JSONL with id/abstract, CSV with id/abstract columns, or TXT lines."""
     path = Path(path)
@@ -141,10 +157,12 @@ def generate_file(
     instruction: str | None = None,
     progress: bool = False,
     adopt: bool = False,
+    related: tuple | None = None,
 ) -> tuple[int, int]:
     """Write titles for every abstract not yet in output_path; returns (written, skipped). With progress,
     a bar on a terminal or a line every few percent in a log (progress.py). A file begun by another model
-    or other options, or one that does not say what made it (unless `adopt`), is an error (`claim`)."""
+    or other options, or one that does not say what made it (unless `adopt`), is an error (`claim`).
+    `related`: (index, k), each row's k closest published papers (never the row's own id)."""
     output_path = Path(output_path)
     claim(output_path, made_by(generator, options, instruction, ranker), adopt=adopt)
     skip = done_ids(output_path)
@@ -157,8 +175,10 @@ def generate_file(
             began = time.perf_counter()
             results = titles(generator, [a for _, a in chunk], options, ranker, instruction)
             seconds = (time.perf_counter() - began) / len(chunk)
-            for (paper_id, _), result in zip(chunk, results, strict=True):
+            for (paper_id, abstract), result in zip(chunk, results, strict=True):
                 row = {"id": paper_id, "title": result.title, "seconds": round(seconds, 3)}
+                if related:
+                    row["related"] = [n.to_dict() for n in related[0].nearest(abstract, related[1], (paper_id,))]
                 if len(result.candidates) > 1 or result.candidates[0].known_match:
                     row["candidates"] = [c.to_dict() for c in result.candidates]
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -212,7 +232,11 @@ def describe(result: Titled, as_json: bool = False) -> str:
     shown, verdict = result.candidates, result.verdict
     if as_json:
         listed = [c.to_dict() for c in shown]
-        body = {"candidates": listed, "order": ORDER, "verdict": verdict.to_dict()} if verdict else listed
+        body = {"candidates": listed, "order": ORDER} if verdict or result.related else listed
+        if verdict:
+            body["verdict"] = verdict.to_dict()
+        if result.related:
+            body["related"] = [n.to_dict() for n in result.related]
         return json.dumps(body, indent=2, ensure_ascii=False)
     lines = []
     for candidate in shown:
@@ -224,6 +248,9 @@ def describe(result: Titled, as_json: bool = False) -> str:
         lines.append(f"({ORDER})")
     if verdict:
         lines.append(verdict_lines(verdict))
+    if result.related:
+        lines.append("\npapers like yours (similarity, arXiv id, title):")
+        lines += [f"  {n.similarity:.2f}  {n.id}  {n.title}" for n in result.related]
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from chatgentitle.config import DEFAULT_BASE
+from chatgentitle.data.index import PaperIndex
 from chatgentitle.data.prompt import (
     PROMPT_TOKENS,
     SERVED_TEMPLATE,
@@ -57,11 +58,13 @@ VERDICT_POOL = 4  # judging a title searches as for 4 candidates: a pool of up t
 
 def titles(source: TitleSource, abstracts: list[str], options: GenerationOptions | None = None,
            ranker: Ranker | None = None, instruction: str | None = None,
-           should_stop: Callable[[], bool] | None = None, yours: str | None = None) -> list[Titled]:
+           should_stop: Callable[[], bool] | None = None, yours: str | None = None,
+           related: tuple[PaperIndex, int] | None = None) -> list[Titled]:
     """The one titling step of every front end: candidates from the source, ranked by `ranker` when
     there are several to choose from or known titles to check; the first of each list is the title.
     `yours`: the author's title for one abstract, judged against the whole pool a wider search produced
-    (VERDICT_POOL); the candidates shown come from that pool."""
+    (VERDICT_POOL); the candidates shown come from that pool. `related`: (index, k), the k published
+    papers closest to each abstract (never the paper itself, nor one titled as `yours`)."""
     if yours is not None and len(abstracts) != 1:
         raise OptionError("an author's title is judged for one abstract at a time")
     options = options or source.defaults
@@ -72,6 +75,10 @@ def titles(source: TitleSource, abstracts: list[str], options: GenerationOptions
              for abstract, pool in zip(abstracts, found, strict=True)]
     if yours is not None:
         shown[0].verdict = judge(source, abstracts[0], shown[0].candidates, found[0], yours, ranker, instruction)
+    if related:
+        index, k = related
+        for result, abstract in zip(shown, abstracts, strict=True):
+            result.related = index.nearest(abstract, k, title=yours)
     return shown
 
 

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 
-from chatgentitle.data.prompt import clean_title, word_count
+from chatgentitle.data.index import Neighbour
+from chatgentitle.data.prompt import clean_title, normalise_title, word_count, words
 
 TYPICAL_TITLE_WORDS = 10
 CLICHES = (
@@ -31,23 +32,6 @@ CLICHES = (
     "a survey", "an empirical study", "leveraging", "harnessing", "unlocking", "delving",
     "a simple yet effective", "beyond", "rethinking",
 )
-_WORD = re.compile(r"[\w$\\^{}]+", re.UNICODE)
-
-
-def words(text: str) -> list[str]:
-    """Lower-case word tokens (for overlaps and keys; counting words is data.prompt.word_count's)."""
-    return _WORD.findall(text.lower())
-
-
-ARTICLES = frozenset({"a", "an", "the"})
-
-
-def normalise_title(title: str) -> str:
-    """What two titles that are 'the same' share: they differ only in case, articles, hyphens or
-    punctuation. The one definition (duplicate candidates, known papers, exact matches in eval)."""
-    return " ".join(w for w in words(title) if w not in ARTICLES)
-
-
 def has_repeated_bigram(title: str) -> bool:
     """True when a pair of words occurs twice ("... with a low-pass filter ... a low-pass filter")."""
     tokens = words(title)
@@ -170,6 +154,8 @@ class Titled:
 
     candidates: list[Candidate]
     verdict: Verdict | None = None
+    related: list[Neighbour] = field(default_factory=list)
+    """Published papers closest to the abstract, closest first (when asked for: data.index)."""
 
     @property
     def title(self) -> str:
@@ -177,7 +163,7 @@ class Titled:
 
     def to_dict(self) -> dict:
         return {"title": self.title, "candidates": [c.to_dict() for c in self.candidates],
-                "verdict": self.verdict and self.verdict.to_dict()}
+                "verdict": self.verdict and self.verdict.to_dict(), "related": [n.to_dict() for n in self.related]}
 
 
 class KnownTitles:
