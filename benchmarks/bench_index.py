@@ -58,8 +58,9 @@ def main() -> None:
             seconds.append(time.perf_counter() - began)
             field = field_of(paper.categories)
             shared[field].append(sum(field_of(n.categories) == field for n in found) / max(1, len(found)))
+        papers = len(index)
     seconds.sort()
-    print(f"\nbuild: {built / 60:.1f} min for {len(index):,} papers, peak RSS {peak:,.0f} MB, file {size:,.0f} MB")
+    print(f"\nbuild: {built / 60:.1f} min for {papers:,} papers, peak RSS {peak:,.0f} MB, file {size:,.0f} MB")
     print(f"incremental add of 1,000 new papers: {added:.1f} s")
     print(f"query (5 neighbours, {len(seconds)} abstracts): p50 {1000 * statistics.median(seconds):.0f} ms, "
           f"p99 {1000 * seconds[int(0.99 * (len(seconds) - 1))]:.0f} ms")

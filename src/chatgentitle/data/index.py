@@ -30,7 +30,7 @@ from chatgentitle.errors import ChatGenTitleError
 
 KIND = "fts5-bm25-tfidf/1"  # what an index file holds; another kind is refused, not misread
 BATCH = 2000  # papers per transaction
-RARE_TERMS = 24  # query words: the abstract's rarest (common words cost the most and say the least)
+RARE_TERMS = 12  # query words: the abstract's rarest (common words cost the most and say the least)
 CANDIDATES = 50  # BM25's best, re-scored by TF-IDF cosine
 MAX_RELATED = 20
 SCHEMA = """
@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS papers (rowid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT
 CREATE VIRTUAL TABLE IF NOT EXISTS papers_fts USING fts5(title, abstract, content='papers', content_rowid='rowid',
                                                          tokenize='unicode61');
 CREATE VIRTUAL TABLE IF NOT EXISTS terms USING fts5vocab(papers_fts, 'row');
+CREATE TABLE IF NOT EXISTS df (term TEXT PRIMARY KEY, docs INTEGER NOT NULL) WITHOUT ROWID;
 """
 _WORD = re.compile(r"[^\W_]+")
 _STOP = frozenset("""a an and are as at be by can for from has have in into is it its of on or our that the their
@@ -94,6 +95,9 @@ class PaperIndex:
             raise IndexError_(f"{self.path} holds a {kind[0]} index, not {KIND}: build it again with "
                               "`chatgentitle index --out NEW_PATH`")
         self._count: int | None = None
+        counted = self.db.execute("SELECT value FROM meta WHERE key = 'df_papers'").fetchone()
+        if counted is None or int(counted[0]) != len(self):  # a build cut short after its last refresh
+            self._count_documents()
 
     def __enter__(self) -> PaperIndex:
         return self
@@ -121,6 +125,15 @@ class PaperIndex:
         if batch:
             self._insert(batch)
             yield read
+        self._count_documents()
+
+    def _count_documents(self) -> None:
+        """Each word's number of papers, copied from FTS5's vocabulary into a plain table (a B-tree lookup
+        per word at query time instead of FTS5's vocabulary scan; a few seconds for 300,000 papers)."""
+        with self.db:
+            self.db.execute("DELETE FROM df")
+            self.db.execute("INSERT INTO df SELECT term, doc FROM terms")
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('df_papers', ?)", (str(len(self)),))
 
     def _insert(self, papers: list[Paper]) -> None:
         with self.db:  # one transaction: all of the batch or none of it
@@ -143,10 +156,11 @@ class PaperIndex:
         query = self._rarest(text)
         if not query:  # no indexed word in common: another language, or an empty index
             return []
-        rows = self.db.execute(
-            "SELECT p.id, p.title, p.categories, p.update_date, p.abstract FROM papers_fts f "
-            "JOIN papers p ON p.rowid = f.rowid WHERE papers_fts MATCH ? ORDER BY rank LIMIT ?",
-            (" OR ".join(f'"{term}"' for term in query), CANDIDATES + len(exclude) + 1)).fetchall()
+        best = [r for (r,) in self.db.execute(  # BM25 alone first: joining before the LIMIT costs ~10x
+            "SELECT rowid FROM papers_fts WHERE papers_fts MATCH ? ORDER BY rank LIMIT ?",
+            (" OR ".join(f'"{term}"' for term in query), CANDIDATES + len(exclude) + 1))]
+        rows = self.db.execute("SELECT id, title, categories, update_date, abstract FROM papers WHERE rowid IN "
+                               f"({','.join('?' * len(best))})", best).fetchall()
         mine, same = self._vector(text), " ".join(text.split())
         skip = normalise_title(title) if title else None
         found = [Neighbour(i, t, round(_cosine(mine, self._vector(f"{t} {a}")), 4), c or "", d or "")
@@ -163,7 +177,7 @@ class PaperIndex:
         if not stems:
             return {}
         marks = ",".join("?" * len(stems))
-        return dict(self.db.execute(f"SELECT term, doc FROM terms WHERE term IN ({marks})", tuple(stems)))
+        return dict(self.db.execute(f"SELECT term, docs FROM df WHERE term IN ({marks})", tuple(stems)))
 
     def _papers(self) -> int:
         if self._count is None:
