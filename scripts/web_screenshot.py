@@ -1,5 +1,7 @@
 """docs/web-ui.png: the web UI with the packaged default model, on a packaged sample abstract, with three
-candidates and the verdict on the authors' own title. Needs Chromium and playwright (what `.ci/run` installs).
+candidates, the verdict on the authors' own title and papers like it (from the paper index beside the
+store: `chatgentitle index ../shared/data/arxiv-metadata-300k.jsonl.gz` first). Needs Chromium and
+playwright (what `.ci/run` installs).
 
     python scripts/web_screenshot.py [docs/web-ui.png]
 """
@@ -56,7 +58,8 @@ def main(out: Path) -> None:
             page.locator("#abstract-input textarea").fill(paper["abstract"])
             page.locator("#your-title textarea, #your-title input").first.fill(paper["title"])
             page.locator("#generate").click()
-            expect(page.locator("#verdict")).to_contain_text("ranks", timeout=120_000)
+            expect(page.locator("#verdict")).to_contain_text("Your title", timeout=120_000)
+            expect(page.locator("#related")).to_contain_text("Papers like yours", timeout=30_000)
             page.screenshot(path=str(out), full_page=True)
             browser.close()
     finally:
