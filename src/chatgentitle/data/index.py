@@ -48,7 +48,7 @@ this to we which with these those was were been than then also such via using ba
 proposed results method methods approach new two one""".split())
 
 
-class IndexError_(ChatGenTitleError, ValueError):
+class PaperIndexError(ChatGenTitleError, ValueError):
     """An index that cannot be used as asked (missing, of another kind, empty); the message says what to run."""
 
 
@@ -78,7 +78,7 @@ class PaperIndex:
     def __init__(self, path: str | Path | None = None, create: bool = False):
         self.path = Path(path) if path else default_index_path()
         if not create and not self.path.is_file():
-            raise IndexError_(f"no paper index at {self.path}: build one with `chatgentitle index PAPERS...` "
+            raise PaperIndexError(f"no paper index at {self.path}: build one with `chatgentitle index PAPERS...` "
                               f"(or --db STORE), or give --index PATH")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, check_same_thread=False)  # serve's worker thread asks it
@@ -86,13 +86,13 @@ class PaperIndex:
             self.db.executescript(SCHEMA)
             kind = self.db.execute("SELECT value FROM meta WHERE key = 'kind'").fetchone()
         except sqlite3.DatabaseError as err:
-            raise IndexError_(f"{self.path} is not a paper index ({err}): build one with `chatgentitle index`"
+            raise PaperIndexError(f"{self.path} is not a paper index ({err}): build one with `chatgentitle index`"
                               ) from None
         if kind is None:
             self.db.execute("INSERT INTO meta VALUES ('kind', ?)", (KIND,))
             self.db.commit()
         elif kind[0] != KIND:
-            raise IndexError_(f"{self.path} holds a {kind[0]} index, not {KIND}: build it again with "
+            raise PaperIndexError(f"{self.path} holds a {kind[0]} index, not {KIND}: build it again with "
                               "`chatgentitle index --out NEW_PATH`")
         self._count: int | None = None
         counted = self.db.execute("SELECT value FROM meta WHERE key = 'df_papers'").fetchone()
@@ -152,7 +152,7 @@ class PaperIndex:
         whose id is in `exclude`, whose abstract is `text`, or whose title is `title` up to case, articles
         and punctuation."""
         if not 1 <= k <= MAX_RELATED:
-            raise IndexError_(f"related papers: 1 to {MAX_RELATED}, not {k}")
+            raise PaperIndexError(f"related papers: 1 to {MAX_RELATED}, not {k}")
         query = self._rarest(text)
         if not query:  # no indexed word in common: another language, or an empty index
             return []
@@ -211,7 +211,7 @@ def build(index: PaperIndex, inputs: list[Path], db: Path | None = None, progres
     before, bad = len(index), BadLines()
     total = sum(1 for _ in read_inputs(inputs, db, BadLines()))
     if not total:
-        raise IndexError_("no papers to index: give snapshot or JSONL files, or a --db store that has papers")
+        raise PaperIndexError("no papers to index: give snapshot or JSONL files, or a --db store that has papers")
     done = 0
     with Progress(total, "papers", index.path.name, show=progress) as shown:
         for read in index.add(read_inputs(inputs, db, bad)):
