@@ -153,7 +153,9 @@ class PaperIndex:
         and punctuation."""
         if not 1 <= k <= MAX_RELATED:
             raise PaperIndexError(f"related papers: 1 to {MAX_RELATED}, not {k}")
-        query = self._rarest(text)
+        words = Counter(self._words(text))
+        docs = self._document_counts(set(words))
+        query = sorted(docs, key=lambda term: (docs[term], term))[:RARE_TERMS]  # the rarest words
         if not query:  # no indexed word in common: another language, or an empty index
             return []
         best = [r for (r,) in self.db.execute(  # BM25 alone first: joining before the LIMIT costs ~10x
@@ -161,11 +163,14 @@ class PaperIndex:
             (" OR ".join(f'"{term}"' for term in query), CANDIDATES + len(exclude) + 1))]
         rows = self.db.execute("SELECT id, title, categories, update_date, abstract FROM papers WHERE rowid IN "
                                f"({','.join('?' * len(best))})", best).fetchall()
-        mine, same = self._vector(text), " ".join(text.split())
-        skip = normalise_title(title) if title else None
-        found = [Neighbour(i, t, round(_cosine(mine, self._vector(f"{t} {a}")), 4), c or "", d or "")
-                 for i, t, c, d, a in rows
-                 if i not in exclude and " ".join(a.split()) != same and (skip is None or normalise_title(t) != skip)]
+        same, skip = " ".join(text.split()), normalise_title(title) if title else None
+        rows = [row for row in rows if row[0] not in exclude and " ".join(row[4].split()) != same
+                and (skip is None or normalise_title(row[1]) != skip)]
+        theirs = [Counter(self._words(f"{t} {a}")) for _, t, _, _, a in rows]
+        docs |= self._document_counts(set().union(*theirs) - docs.keys())  # one look-up for all candidates
+        mine = self._weights(words, docs)
+        found = [Neighbour(i, t, round(_cosine(mine, self._weights(counts, docs)), 4), c or "", d or "")
+                 for (i, t, c, d, _), counts in zip(rows, theirs, strict=True)]
         return sorted(found, key=lambda n: -n.similarity)[:k]
 
     # ------------------------------------------------------------------ TF-IDF
@@ -173,24 +178,21 @@ class PaperIndex:
         """The words FTS5 indexes (unicode61: lower case, no accents), stopwords out."""
         return [w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1]
 
-    def _document_counts(self, stems: set[str]) -> dict[str, int]:
-        if not stems:
+    def _document_counts(self, words: set[str]) -> dict[str, int]:
+        """Papers holding each word, for the words the index knows."""
+        if not words:
             return {}
-        marks = ",".join("?" * len(stems))
-        return dict(self.db.execute(f"SELECT term, docs FROM df WHERE term IN ({marks})", tuple(stems)))
+        marks = ",".join("?" * len(words))
+        return dict(self.db.execute(f"SELECT term, docs FROM df WHERE term IN ({marks})", tuple(words)))
 
     def _papers(self) -> int:
         if self._count is None:
             self._count = max(1, len(self))
         return self._count
 
-    def _rarest(self, text: str) -> list[str]:
-        known = self._document_counts(set(self._words(text)))
-        return sorted(known, key=lambda term: (known[term], term))[:RARE_TERMS]
-
-    def _vector(self, text: str) -> dict[str, float]:
-        counts = Counter(self._words(text))
-        docs, n = self._document_counts(set(counts)), self._papers()
+    def _weights(self, counts: Counter, docs: dict[str, int]) -> dict[str, float]:
+        """TF-IDF weights of a text's word counts (words the index does not know have none)."""
+        n = self._papers()
         return {term: (1 + math.log(tf)) * math.log(1 + n / docs[term]) for term, tf in counts.items() if term in docs}
 
 

@@ -137,7 +137,7 @@ def _cpu_bf16_speedup() -> float:
 
     import torch
 
-    host = f"{platform.machine()} {_cpu_name()} {' '.join(_cpu_flags())} torch {torch.__version__}"
+    host = f"{platform.machine()} {_cpu()} torch {torch.__version__}"
     path = cache_dir() / "bf16-speedup.json"
     try:
         known = json.loads(path.read_text())
@@ -150,21 +150,15 @@ def _cpu_bf16_speedup() -> float:
     return known[host]
 
 
-def _cpu_name() -> str:
-    return next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
-
-
-def _cpu_flags() -> list[str]:
-    """The instruction-set flags that decide bf16's speed (avx512_bf16, amx_*), sorted."""
-    flags = next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith("flags")), [])
-    return sorted(f for f in flags if f.startswith(("avx", "amx")))
-
-
-def _cpuinfo() -> list[str]:
+def _cpu() -> str:
+    """This CPU's model name and the flags that decide bf16's speed (avx*, amx*, sorted), from /proc/cpuinfo."""
     try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return []
+        return ""
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    return " ".join([name, *sorted(f for f in flags if f.startswith(("avx", "amx")))])
 
 
 def _measure_bf16_speedup() -> float:
