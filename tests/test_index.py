@@ -151,3 +151,69 @@ def test_the_api_answers_with_related_papers(built):
 def test_an_abstract_with_no_word_in_common_has_no_related_papers(built):
     with PaperIndex(built) as index:
         assert index.nearest("Ein Verfahren zur Überschrift wissenschaftlicher Arbeiten.", 3) == []
+
+
+def test_only_papers_dated_before_the_query_when_asked(built):
+    _, abstract = TOPICS["graph"]
+    with PaperIndex(built) as index:
+        found = index.nearest(abstract, 5, before="2025-03-15")
+    assert found and all(n.update_date <= "2025-03-15" for n in found)
+
+
+def test_an_abstract_in_another_language_warns_in_one_line(built, run_dir):
+    german = "Wir schlagen eine neue Methode zum Lernen tiefer neuronaler Netze vor, die Graphen nutzt. " * 3
+    result = CliRunner().invoke(cli, ["generate", german, "--model", str(run_dir), "--dtype", "fp32", "--related",
+                                      "2", "--index", str(built), "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "does not look English" in warning[0] and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def related_run(tiny_model_dir, tmp_path_factory):
+    """A tiny run dir trained on the compact-related prompt: rows with and without related papers."""
+    from chatgentitle.training.config import TrainConfig
+    from chatgentitle.training.loop import train
+
+    root = tmp_path_factory.mktemp("related")
+    rows = [paper_row(i) | {"related": [{"id": f"2401.{j:05d}", "title": f"Deep graph models {j}",
+                                         "similarity": 0.5} for j in range(i % 4)]} for i in range(8)]
+    cfg = TrainConfig(base_model=str(tiny_model_dir), data=_write(root / "train.jsonl", rows),
+                      output_dir=str(root / "run"), batch_size=4, micro_batch_size=4, max_steps=2, val_set_size=0,
+                      cutoff_len=96, dtype="fp32", prompt_template="compact-related", save_steps=100)
+    return train(cfg)
+
+
+def test_a_model_that_reads_related_titles_gets_them_from_the_index(related_run, built):
+    from chatgentitle.data.prompt import encode_prompt
+    from chatgentitle.titling.generator import TitleGenerator
+    from chatgentitle.titling.sources import guided
+
+    generator = guided(TitleGenerator.load(related_run, dtype="fp32"), str(built))
+    assert generator.template.related == 3 and generator.made_by["index"] == str(built.resolve())
+    _, abstract = TOPICS["segment"]
+    papers = generator.guide.nearest(abstract, 3)
+    assert len(papers) == 3 and all("segmentation" in n.title for n in papers)
+    prompt = generator._prompt(abstract, None)
+    assert prompt == encode_prompt(generator.template, generator.tokenizer, abstract, None,
+                                   generator.max_prompt_tokens, papers)
+    generator.guide = None
+    assert len(generator._prompt(abstract, None)) < len(prompt)
+    assert generator(["we propose a novel method"], None)  # it titles without an index too
+
+
+def test_without_an_index_it_titles_and_says_what_to_build(related_run, tmp_path):
+    result = CliRunner().invoke(cli, ["generate", TOPICS["graph"][1], "--model", str(related_run), "--dtype", "fp32",
+                                      "--index", str(tmp_path / "none.db"), "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "no paper index" in warning[0] and "chatgentitle index" in warning[0]
+    assert result.stdout.strip()
+
+
+def test_a_bad_related_field_names_its_line(tmp_path):
+    from chatgentitle.training.examples import DataError, load_examples
+
+    rows = [paper_row(1), paper_row(2) | {"related": [{"name": "not a paper"}]}]
+    with pytest.raises(DataError, match=r"line 2: related must be"):
+        load_examples(_write(tmp_path / "bad.jsonl", rows))

@@ -71,6 +71,24 @@ def test_packaged_templates_and_round_trip(tmp_path):
         PromptTemplate.load("nope")
 
 
+def test_related_titles_come_before_the_abstract_and_are_never_cut(tokenizer):
+    from chatgentitle.data.index import Neighbour
+
+    related = PromptTemplate.load("compact-related")
+    papers = [Neighbour("1", "Deep graph models", 0.52), Neighbour("2", "Robust attention", 0.31),
+              Neighbour("3", "Quantum field theory", 0.2), Neighbour("4", "A fourth", 0.1)]
+    text = related.render("An abstract.", related=papers)
+    assert "- Deep graph models (0.52)\n- Robust attention (0.31)\n- Quantum field theory (0.20)\n" in text
+    assert "fourth" not in text and text.index("Quantum") < text.index("Abstract: An abstract.")
+    compact = PromptTemplate.load("compact")
+    assert related.render("An abstract.") == compact.render("An abstract.")  # no index: compact's prompt
+    assert related.around_abstract() == compact.around_abstract()  # what a GGUF chat template holds
+    assert set(compact.record()) < set(related.record())  # earlier made-by records still match
+    paper = Neighbour("5", "deep transformer models", 0.4)  # words of the tiny vocabulary
+    prompt = encode_prompt(related, tokenizer, " ".join(["graph"] * 200), related=[paper], max_tokens=60)
+    assert len(prompt) == 60 and tokenizer.decode(prompt).count("deep transformer models") == 1
+
+
 @pytest.mark.parametrize(
     ("raw", "title"),
     [

@@ -8,6 +8,7 @@ are instant.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -37,7 +38,9 @@ class _Commands(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():  # a library's warning is one line too
+                warnings.showwarning = lambda message, *_, **__: click.echo(f"warning: {message}", err=True)
+                return super().invoke(ctx)
         except (ChatGenTitleError, OSError) as err:
             if ctx.params.get("debug") or (isinstance(err, OSError) and not err.filename):
                 raise
@@ -98,8 +101,7 @@ def index(inputs, db, out_path):
     """Index papers for "papers like yours": incremental (new ids only), resumable after a kill."""
     from chatgentitle.data.index import PaperIndex, build
 
-    with PaperIndex(out_path, create=True) as papers:
-        click.echo(build(papers, list(inputs), db))
+    click.echo(build(PaperIndex(out_path, create=True), list(inputs), db))
 
 
 # ----------------------------------------------------------------------------- train
@@ -172,24 +174,22 @@ def _source(values: dict, **fixed):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON with scores.")
 @click.option("--title", "yours", help="Your own title for ABSTRACT: the verdict (README: Titles you steer).")
 @click.option("--related", type=click.IntRange(0, 20), default=0, help="Also list the K closest published papers.")
-@click.option("--index", "index_path", type=click.Path(path_type=Path), help="Paper index [default: beside the store].")
 @dataclass_flags(SourceSpec)
 @dataclass_flags(GenerationOptions, skip=("num_candidates",))
 def generate(abstract, input_path, output_path, adopt, num_candidates, instruction, batch_size, db, stream, samples,
-             as_json, yours, related, index_path, **flags):
+             as_json, yours, related, **flags):
     """Write a title for ABSTRACT (or - for stdin), or for every abstract in --input."""
     from chatgentitle.titling import files
     from chatgentitle.titling.generator import titles
 
     asked = take_given(GenerationOptions, flags, num_candidates=num_candidates)
     if samples:
-        source = _source(flags)
-        return click.echo(files.samples_report(source, options_for(source, asked)))
+        return click.echo(files.samples_report(source := _source(flags), options_for(source, asked)))
     abstract = files.what_to_title(abstract, input_path, output_path, yours)
     from chatgentitle.data.index import PaperIndex
     from chatgentitle.titling.ranking import make_ranker
 
-    papers = (PaperIndex(index_path), related) if related else None  # a missing index fails before the model loads
+    papers = (PaperIndex(flags["index"]), related) if related else None  # a missing index fails before the model loads
     source = _source(flags)
     options = options_for(source, asked)
     ranker = make_ranker(db) if num_candidates > 1 or db else None
@@ -212,7 +212,7 @@ def generate(abstract, input_path, output_path, adopt, num_candidates, instructi
               help="Run dir or PEFT adapter dir [default: the packaged adapter]; with --endpoint, the server's model "
                    "name. Repeatable as NAME=RUN_DIR (RUN_DIR 'default': the packaged adapter): several adapters "
                    "over one base model in memory, each a model id.")
-@dataclass_flags(SourceSpec, skip=("model",))
+@dataclass_flags(SourceSpec, skip=("model", "index"))
 def serve(models, **flags):
     """Serve the JSON API (/v1/titles, OpenAI routes, /docs) and the web UI (/) from one process."""
     from chatgentitle.serving.app import serve as run_server
@@ -220,7 +220,7 @@ def serve(models, **flags):
     cfg = take(ServeConfig, flags)
     require_extra("serve", "fastapi", "uvicorn", *(("gradio",) if cfg.ui else ()))
     named = dict(split_named(v, Path(v).name) for v in models)
-    spec = take(SourceSpec, flags, model=next(iter(named.values())) if len(named) == 1 else None)
+    spec = take(SourceSpec, flags, model=next(iter(named.values())) if len(named) == 1 else None, index=cfg.index)
     run_server(cfg, spec, named, echo=click.echo)
 
 
@@ -287,7 +287,7 @@ def export(run_dir, out_dir, out_format, dtype, outtype):
 @click.option("--limit", type=int, help="Score only the first N test papers.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--db", type=click.Path(path_type=Path), help="Paper store for the duplicate rate.")
-@dataclass_flags(SourceSpec, only=("base_model", "device", "dtype"))
+@dataclass_flags(SourceSpec, only=("base_model", "device", "dtype", "index"))
 @dataclass_flags(GenerationOptions, skip=("num_candidates",))
 def evaluate(data_path, models, endpoint_models, baselines, prediction_files, out_dir, limit, batch_size, db, **flags):
     """Score models, baselines and other systems' titles against the real titles."""

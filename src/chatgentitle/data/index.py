@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 import re
 import sqlite3
+import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -65,6 +66,17 @@ class Neighbour:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class KnownNeighbours:
+    """Related papers known in advance for each abstract (training rows', a benchmark's look-ups limited by
+    date), asked as a PaperIndex is: what a generator's guide needs."""
+
+    def __init__(self, known: dict[str, Sequence[Neighbour]]):
+        self.known = known
+
+    def nearest(self, text: str, k: int = 5, **_) -> list[Neighbour]:
+        return list(self.known.get(text, ()))[:k]
 
 
 def default_index_path() -> Path:
@@ -146,13 +158,15 @@ class PaperIndex:
                                     (inserted.lastrowid, paper.title, paper.abstract))
         self._count = None
 
-    def nearest(self, text: str, k: int = 5, exclude: tuple[str, ...] = (), title: str | None = None
-                ) -> list[Neighbour]:
+    def nearest(self, text: str, k: int = 5, exclude: Collection[str] = (), title: str | None = None,
+                before: str | None = None) -> list[Neighbour]:
         """The k indexed papers closest to `text` (an abstract), closest first; never the paper itself: one
         whose id is in `exclude`, whose abstract is `text`, or whose title is `title` up to case, articles
-        and punctuation."""
+        and punctuation. `before`: only papers updated on or before this date (YYYY-MM-DD), as a paper's
+        own index would have held them."""
         if not 1 <= k <= MAX_RELATED:
             raise PaperIndexError(f"related papers: 1 to {MAX_RELATED}, not {k}")
+        warn_if_not_english(text)
         words = Counter(self._words(text))
         docs = self._document_counts(set(words))
         query = sorted(docs, key=lambda term: (docs[term], term))[:RARE_TERMS]  # the rarest words
@@ -160,12 +174,12 @@ class PaperIndex:
             return []
         best = [r for (r,) in self.db.execute(  # BM25 alone first: joining before the LIMIT costs ~10x
             "SELECT rowid FROM papers_fts WHERE papers_fts MATCH ? ORDER BY rank LIMIT ?",
-            (" OR ".join(f'"{term}"' for term in query), CANDIDATES + len(exclude) + 1))]
+            (" OR ".join(f'"{term}"' for term in query), CANDIDATES * (1 + 3 * bool(before)) + len(exclude) + 1))]
         rows = self.db.execute("SELECT id, title, categories, update_date, abstract FROM papers WHERE rowid IN "
                                f"({','.join('?' * len(best))})", best).fetchall()
         same, skip = " ".join(text.split()), normalise_title(title) if title else None
         rows = [row for row in rows if row[0] not in exclude and " ".join(row[4].split()) != same
-                and (skip is None or normalise_title(row[1]) != skip)]
+                and (skip is None or normalise_title(row[1]) != skip) and (before is None or (row[3] or "") <= before)]
         theirs = [Counter(self._words(f"{t} {a}")) for _, t, _, _, a in rows]
         docs |= self._document_counts(set().union(*theirs) - docs.keys())  # one look-up for all candidates
         mine = self._weights(words, docs)
@@ -194,6 +208,18 @@ class PaperIndex:
         """TF-IDF weights of a text's word counts (words the index does not know have none)."""
         n = self._papers()
         return {term: (1 + math.log(tf)) * math.log(1 + n / docs[term]) for term, tf in counts.items() if term in docs}
+
+
+ENGLISH_SHARE = 0.08  # of an abstract's words in _STOP: English ones 16-50% (median 34%), French or German ~0%
+
+
+def warn_if_not_english(abstract: str) -> None:
+    """Warn (once per distinct text) when an abstract of 20 words or more has few English function words:
+    the index and the models know English papers, so its related papers and titles would be worse."""
+    found = _WORD.findall(abstract.lower())
+    if len(found) >= 20 and sum(w in _STOP for w in found) < ENGLISH_SHARE * len(found):
+        warnings.warn(f"the abstract does not look English ({abstract[:40]!r}...): related papers and titles "
+                      "come from English papers and may be poor; give the English abstract", stacklevel=3)
 
 
 def _cosine(a: dict[str, float], b: dict[str, float]) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -51,6 +52,11 @@ class PromptTemplate:
     """Text put before the title when it is encoded (e.g. a space after 'Title:')."""
     instruction: str = SEED_INSTRUCTION
     """The instruction used when the caller gives none."""
+    related: int = 0
+    """How many related papers' titles (a paper index's nearest) the model reads before the abstract, in
+    {related}; 0: none. A model trained with them also saw examples without any, so it titles without an index."""
+    related_prompt: str = "Titles of similar papers (similarity):\n{titles}\n\n"
+    """What {related} becomes when there are related papers: {titles} is one line per paper."""
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> PromptTemplate:
@@ -66,17 +72,42 @@ class PromptTemplate:
             raise OptionError(f"unknown prompt template {str(name_or_path)!r} (packaged: {names})")
         return cls(**json.loads(packaged.read_text()))
 
+    def record(self) -> dict:
+        """The template as a made-by record holds it (a template that reads no related titles is recorded as
+        before they existed, so earlier files still match)."""
+        fields = asdict(self)
+        if not self.related:
+            del fields["related"], fields["related_prompt"]
+        return fields
+
     def save(self, run_dir: Path) -> Path:
         path = Path(run_dir) / PROMPT_FILE
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
         return path
 
-    def render(self, abstract: str, instruction: str | None = None) -> str:
-        """The prompt text (before any chat template) for one abstract."""
+    def related_papers(self, guide, abstract: str) -> list:
+        """The papers whose titles this template shows for an abstract: `guide`'s nearest (a paper index, or
+        None), as many as the template reads."""
+        return guide.nearest(abstract, self.related) if guide is not None and self.related else []
+
+    def around_abstract(self) -> tuple[str, str]:
+        """The prompt text before and after the abstract, {instruction} still in it, for engines that render it
+        themselves (a GGUF chat template, an Ollama Modelfile): they have no paper index, so no related
+        titles (a model trained with them also learnt to title without)."""
+        before, _, after = self.prompt_input.replace("{related}", "").partition("{input}")
+        return before, after
+
+    def render(self, abstract: str, instruction: str | None = None, related: Sequence = ()) -> str:
+        """The prompt text (before any chat template) for one abstract. `related`: the closest published
+        papers (data.index.Neighbour: title, similarity), closest first; only a template with {related}
+        shows them, at most `self.related`."""
         instruction = instruction or self.instruction
+        shown = related[: self.related]
+        block = self.related_prompt.format(titles="\n".join(f"- {n.title} ({n.similarity:.2f})" for n in shown)
+                                           ) if shown else ""
         if abstract.strip():
-            return self.prompt_input.format(instruction=instruction, input=abstract.strip())
-        return self.prompt_no_input.format(instruction=instruction)
+            return self.prompt_input.format(instruction=instruction, input=abstract.strip(), related=block)
+        return self.prompt_no_input.format(instruction=instruction, related=block)
 
 
 def available_templates() -> list[str]:
@@ -84,8 +115,9 @@ def available_templates() -> list[str]:
     return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
 
 
-def _prompt_ids(template: PromptTemplate, tokenizer, abstract: str, instruction: str | None) -> list[int]:
-    text = template.render(abstract, instruction)
+def _prompt_ids(template: PromptTemplate, tokenizer, abstract: str, instruction: str | None,
+                related: Sequence = ()) -> list[int]:
+    text = template.render(abstract, instruction, related)
     if template.chat:
         if not getattr(tokenizer, "chat_template", None):
             raise OptionError("the 'chat' prompt template needs a tokenizer with a chat template")
@@ -103,9 +135,11 @@ def encode_prompt(
     abstract: str,
     instruction: str | None = None,
     max_tokens: int | None = None,
+    related: Sequence = (),
 ) -> list[int]:
-    """Token ids of the prompt; the abstract (never the instruction) is cut to fit max_tokens."""
-    ids = _prompt_ids(template, tokenizer, abstract, instruction)
+    """Token ids of the prompt; the abstract (never the instruction or the related titles) is cut to fit
+    max_tokens."""
+    ids = _prompt_ids(template, tokenizer, abstract, instruction, related)
     if max_tokens is None or len(ids) <= max_tokens:
         return ids
     abstract_ids = tokenizer(abstract, add_special_tokens=False)["input_ids"]
@@ -114,7 +148,7 @@ def encode_prompt(
     excess = len(ids) - max_tokens
     while len(ids) > max_tokens and abstract_ids:
         abstract_ids = abstract_ids[: max(0, len(abstract_ids) - excess)]
-        ids = _prompt_ids(template, tokenizer, tokenizer.decode(abstract_ids), instruction)
+        ids = _prompt_ids(template, tokenizer, tokenizer.decode(abstract_ids), instruction, related)
         excess = max(1, len(ids) - max_tokens)
     return ids[:max_tokens]
 
@@ -127,6 +161,7 @@ def encode_example(
     cutoff_len: int,
     instruction: str | None = None,
     train_on_inputs: bool = False,
+    related: Sequence = (),
 ) -> dict[str, list[int]]:
     """input_ids / attention_mask / labels for one training example.
 
@@ -137,7 +172,7 @@ def encode_example(
         raise OptionError("the tokenizer has no EOS token")
     title_ids = tokenizer(template.title_prefix + title.strip(), add_special_tokens=False)["input_ids"]
     title_ids = title_ids[: max(1, cutoff_len // 2) - 1] + [tokenizer.eos_token_id]
-    prompt_ids = encode_prompt(template, tokenizer, abstract, instruction, cutoff_len - len(title_ids))
+    prompt_ids = encode_prompt(template, tokenizer, abstract, instruction, cutoff_len - len(title_ids), related)
     input_ids = prompt_ids + title_ids
     labels = list(input_ids) if train_on_inputs else [IGNORE_INDEX] * len(prompt_ids) + title_ids
     return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}

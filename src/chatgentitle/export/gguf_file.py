@@ -174,7 +174,7 @@ def chat_template(template: PromptTemplate, max_abstract_chars: int | None = Non
     def literal(text: str) -> str:
         return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
-    before, _, after = template.prompt_input.partition("{input}")
+    before, after = template.around_abstract()
     return (
         "{%- set ns = namespace(abstract='', instruction=" + literal(template.instruction) + ") -%}"
         "{%- for message in messages -%}"
@@ -190,7 +190,7 @@ def chat_template(template: PromptTemplate, max_abstract_chars: int | None = Non
 
 def modelfile(gguf_name: str, template: PromptTemplate, eos_token: str) -> str:
     """An Ollama Modelfile: the GGUF beside it, our prompt as TEMPLATE, greedy decoding, a title's length."""
-    before, _, after = template.prompt_input.partition("{input}")
+    before, after = template.around_abstract()
     before = before.replace("{instruction}", "{{ if .System }}{{ .System }}{{ else }}" + template.instruction
                             + "{{ end }}")
     return (f"# ollama create chatgentitle -f Modelfile && ollama run chatgentitle \"<abstract>\"\n"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -137,7 +137,7 @@ def _made_by(base_model: str, adapter: Path | None, template: PromptTemplate, pr
     The dtype as asked: "auto" is resolved once per host (model.loading.bf16_pays_off), so a busy moment
     cannot make a resumed file look like another model's."""
     return {"base": str(base_model), "adapter": RunDir(adapter).weights_digest() if adapter else None,
-            "template": asdict(template), "prompt_tokens": prompt_tokens,
+            "template": template.record(), "prompt_tokens": prompt_tokens,
             "dtype": dtype, "quantize": quantize, "merge": merge}
 
 
@@ -171,6 +171,7 @@ class TitleGenerator:
     fixed: tuple[str, ...] = ()  # every option decodes as it says
     judges = True
     verdict_scale: list[float] | None = None  # the adapter's, when it ships one (RunDir.verdict_scale)
+    guide = None  # what finds the related papers a template that reads them gets (data.index.PaperIndex)
 
     def __init__(self, model, tokenizer, template: PromptTemplate, max_prompt_tokens: int = PROMPT_TOKENS,
                  name: str = "model", adapter: str | None = None, lock: threading.Lock | None = None,
@@ -185,7 +186,7 @@ class TitleGenerator:
         """The PEFT adapter to activate before decoding, when several share one base model (load_many)."""
         self.lock = lock or threading.Lock()  # shared by the generators of one model: one decodes at a time
         self.device = next(model.parameters()).device
-        self.made_by = made_by or {"model": name, "template": asdict(template)}
+        self.made_by = made_by or {"model": name, "template": template.record()}
 
     @property
     def members(self) -> list:
@@ -201,7 +202,7 @@ class TitleGenerator:
 
     def count_tokens(self, text: str, as_prompt: bool = False) -> int:
         if as_prompt:
-            return len(encode_prompt(self.template, self.tokenizer, text, None, self.max_prompt_tokens))
+            return len(self._prompt(text, None))
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     @staticmethod
@@ -294,9 +295,8 @@ class TitleGenerator:
         mode makes: consensus, or the model's order with titles that repeat a pair of words last).
         `should_stop` is asked between decoding steps: when it says yes, decoding ends there (the
         titles so far come back; the API uses it past a deadline)."""
-        room = self.max_prompt_tokens  # the abstract is shortened so the prompt fits
-        return self._titles([encode_prompt(self.template, self.tokenizer, a, instruction, room) for a in abstracts],
-                            options or GenerationOptions(), should_stop)
+        return self._titles([self._prompt(a, instruction) for a in abstracts], options or GenerationOptions(),
+                            should_stop)
 
     def complete(self, prompts: list[str], options: GenerationOptions | None = None,
                  should_stop: Callable[[], bool] | None = None) -> list[list[str]]:
@@ -314,7 +314,7 @@ class TitleGenerator:
         options = replace(options or GenerationOptions(), num_candidates=1)
         if not options.streams:
             raise OptionError(f"{options.mode.value} decoding does not stream")
-        prompt = encode_prompt(self.template, self.tokenizer, abstract, instruction, self.max_prompt_tokens)
+        prompt = self._prompt(abstract, instruction)
         text = ""
         for piece in stream(self.model, self.tokenizer, *self._tensors([prompt]), options, should_stop,
                             hold=self._holding_model):
@@ -334,7 +334,7 @@ class TitleGenerator:
         model was trained to write it: the scale on which `--title` compares the author's title."""
         from chatgentitle.decoding.search import title_log_probs
 
-        prompt = encode_prompt(self.template, self.tokenizer, abstract, instruction, self.max_prompt_tokens)
+        prompt = self._prompt(abstract, instruction)
         encoded = [self.tokenizer(self.template.title_prefix + t.strip(), add_special_tokens=False)["input_ids"]
                    + [self.tokenizer.eos_token_id] for t in titles]
         with self._holding_model():
@@ -343,8 +343,13 @@ class TitleGenerator:
     def encode(self, abstracts: list[str], instruction: str | None = None):
         """The left-padded input ids and attention mask of these abstracts' prompts (what decoding.decode
         takes); each abstract is shortened so that its prompt fits max_prompt_tokens."""
-        return self._tensors([encode_prompt(self.template, self.tokenizer, a, instruction, self.max_prompt_tokens)
-                              for a in abstracts])
+        return self._tensors([self._prompt(a, instruction) for a in abstracts])
+
+    def _prompt(self, abstract: str, instruction: str | None) -> list[int]:
+        """One abstract's prompt ids, shortened to fit max_prompt_tokens; with the titles of its closest papers
+        when the template reads them and there is a guide."""
+        return encode_prompt(self.template, self.tokenizer, abstract, instruction, self.max_prompt_tokens,
+                             self.template.related_papers(self.guide, abstract))
 
     def _titles(self, prompts: list[list[int]], options: GenerationOptions, should_stop) -> list[list[str]]:
         from chatgentitle.decoding.search import decode

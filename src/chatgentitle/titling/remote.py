@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from functools import partial
 
 import httpx
@@ -42,6 +41,7 @@ class RemoteTitles:
     fixed = ("num_beams", "consensus", "top_k", "no_repeat_ngram_size", "length_penalty", "include", "words")
     judges = False  # no log-probabilities of given text
     verdict_scale = None
+    guide = None  # a paper index: the related papers' titles a template that reads them gets (completions)
 
     def __init__(self, endpoint: str, model: str, *, api_key: str | None = None, chat: bool = False,
                  template: PromptTemplate | None = None, concurrency: int = 4, timeout_seconds: float = 120.0,
@@ -53,7 +53,7 @@ class RemoteTitles:
         self.concurrency = concurrency
         # what this side can know: where the server is, the model it serves under that name (what it serves
         # under the name may still change unseen) and how it is asked
-        self.made_by = {"endpoint": self.endpoint, "model": model, "chat": chat, "template": asdict(self.template)}
+        self.made_by = {"endpoint": self.endpoint, "model": model, "chat": chat, "template": self.template.record()}
         key = api_key or os.environ.get(API_KEY_ENV) or os.environ.get("OPENAI_API_KEY")
         headers = {"User-Agent": user_agent("title generation")} | ({"Authorization": f"Bearer {key}"} if key else {})
         self.client = HttpClient(timeout_seconds=timeout_seconds, max_retries=max_retries,
@@ -97,7 +97,8 @@ class RemoteTitles:
 
     def _titles(self, abstract: str, options: GenerationOptions, instruction: str | None) -> list[str]:
         if not self.chat:
-            return self._completions(self.template.render(abstract, instruction), options)
+            related = self.template.related_papers(self.guide, abstract)
+            return self._completions(self.template.render(abstract, instruction, related), options)
         body = self._body(options) | {"messages": [{"role": "system", "content": instruction or self.instruction},
                                                    {"role": "user", "content": abstract}]}
         texts = [c["message"]["content"] or "" for c in self._request("/chat/completions", body)["choices"]]

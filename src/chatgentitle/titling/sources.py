@@ -8,6 +8,7 @@ turns it into a TitleSource. The CLI's model flags are generated from SourceSpec
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -49,6 +50,9 @@ class SourceSpec:
     """Load the base model in 8bit or 4bit; CUDA only."""
     merge: bool = True
     """Merge the adapter into the base model (faster decoding)."""
+    index: str | None = None
+    """Paper index (`chatgentitle index`): related papers, and their titles in the prompt of a model that reads
+    them [default: beside the store]."""
 
     def __post_init__(self):
         check_precision(self.dtype, self.quantize)
@@ -71,13 +75,33 @@ def load_source(spec: SourceSpec):
 
         template = (PromptTemplate.load(spec.prompt_template) if spec.prompt_template
                     else TitleGenerator.default_template())
-        return RemoteTitles(spec.endpoint, spec.model, api_key=spec.endpoint_key, chat=spec.chat, template=template,
-                            concurrency=spec.concurrency)
+        return guided(RemoteTitles(spec.endpoint, spec.model, api_key=spec.endpoint_key, chat=spec.chat,
+                                   template=template, concurrency=spec.concurrency), spec.index)
     try:
-        return TitleGenerator.load(spec.run_dir, base_model=spec.base_model, prompt_template=spec.prompt_template,
-                                   device=spec.device, dtype=spec.dtype, quantize=spec.quantize, merge=spec.merge)
+        generator = TitleGenerator.load(spec.run_dir, base_model=spec.base_model, device=spec.device,
+                                        prompt_template=spec.prompt_template, dtype=spec.dtype,
+                                        quantize=spec.quantize, merge=spec.merge)
+        return guided(generator, spec.index)
     except (ModelError, ValueError) as err:
         raise SourceError(str(err)) from None
+
+
+def guided(source, index: str | None = None):
+    """The source with the paper index its template reads related titles from (`guide`). Without an index
+    the titles come without them, and a warning says what to build."""
+    from chatgentitle.data.index import PaperIndex, default_index_path
+
+    if not source.template.related:
+        return source
+    path = Path(index) if index else default_index_path()
+    if path.is_file():
+        source.guide = PaperIndex(path)
+        source.made_by = {**source.made_by, "index": str(path.resolve())}
+    else:
+        warnings.warn(f"{source.name} reads the titles of related papers, but there is no paper index at {path}: "
+                      "titles without them (build one with `chatgentitle index PAPERS...`, or give --index)",
+                      stacklevel=2)
+    return source
 
 
 def load_sources(spec: SourceSpec, named_models: dict[str, str]) -> list:
@@ -97,7 +121,8 @@ def load_sources(spec: SourceSpec, named_models: dict[str, str]) -> list:
     if spec.quantize:
         raise SourceError("several named models share one unquantised base model: drop --quantize")
     try:
-        return TitleGenerator.load_many({name: None if path == DEFAULT_MODEL else path
-                                         for name, path in named_models.items()}, device=spec.device, dtype=spec.dtype)
+        return [guided(source, spec.index) for source in TitleGenerator.load_many(
+            {name: None if path == DEFAULT_MODEL else path for name, path in named_models.items()},
+            device=spec.device, dtype=spec.dtype)]
     except (ModelError, ValueError) as err:
         raise SourceError(str(err)) from None

@@ -9,6 +9,7 @@ from typing import NamedTuple
 import orjson
 import torch
 
+from chatgentitle.data.index import Neighbour
 from chatgentitle.data.prompt import IGNORE_INDEX, PromptTemplate, encode_example
 from chatgentitle.data.records import open_binary
 from chatgentitle.errors import ChatGenTitleError
@@ -26,6 +27,8 @@ class Example(NamedTuple):
     abstract: str
     title: str
     rejected: str | None = None
+    related: tuple[Neighbour, ...] = ()
+    """The closest published papers (a row's `related`: id, title, similarity...), for a template that reads them."""
 
 
 def load_examples(path: str | Path) -> list[Example]:
@@ -60,7 +63,7 @@ def load_examples(path: str | Path) -> list[Example]:
             raise DataError(f"{path} {where} {number}: needs title/abstract or instruction/input/output")
         if not isinstance(example.abstract, str) or not isinstance(example.title, str) or not example.title.strip():
             raise DataError(f"{path} {where} {number}: title/output must be a non-empty string")
-        example = example._replace(rejected=row.get("rejected"))
+        example = example._replace(rejected=row.get("rejected"), related=_related(row, path, where, number))
         if example.rejected is not None and (not isinstance(example.rejected, str) or not example.rejected.strip()):
             raise DataError(f"{path} {where} {number}: rejected must be a non-empty string")
         examples.append(example)
@@ -69,13 +72,23 @@ def load_examples(path: str | Path) -> list[Example]:
     return examples
 
 
+def _related(row: dict, path: Path, where: str, number: int) -> tuple[Neighbour, ...]:
+    """A row's related papers: a list of objects with a title and a similarity (data.index.Neighbour's fields)."""
+    try:
+        return tuple(Neighbour(**{"id": "", **paper}) for paper in row.get("related") or ())
+    except TypeError as err:
+        raise DataError(f"{path} {where} {number}: related must be a list of {{title, similarity, ...}} ({err})"
+                        ) from None
+
+
 def encode_all(examples: list[Example], template: PromptTemplate, tokenizer, cfg: TrainConfig,
                pairs: bool = False) -> list[dict]:
     """Token ids and labels per example; with `pairs`, its rejected title's under "rejected" too."""
 
     def encode(example, title):
         return encode_example(template, tokenizer, example.abstract, title, cfg.cutoff_len,
-                              instruction=example.instruction, train_on_inputs=cfg.train_on_inputs)
+                              instruction=example.instruction, train_on_inputs=cfg.train_on_inputs,
+                              related=example.related)
 
     return [encode(e, e.title) | ({"rejected": encode(e, e.rejected)} if pairs else {}) for e in examples]
 

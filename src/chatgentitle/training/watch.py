@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from chatgentitle.data.index import KnownNeighbours
 from chatgentitle.data.prompt import PromptTemplate
 from chatgentitle.model.run_dir import RunDir
 from chatgentitle.progress import Progress
@@ -23,6 +24,7 @@ class RougeProbe:
     def __init__(self, examples, template: PromptTemplate, tokenizer, cfg: TrainConfig, dtype):
         self.abstracts = [e.abstract for e in examples[: cfg.eval_rouge]]
         self.titles = [e.title for e in examples[: cfg.eval_rouge]]
+        self.related = KnownNeighbours({e.abstract: e.related for e in examples[: cfg.eval_rouge]})
         self.template, self.tokenizer, self.cutoff_len, self.dtype = template, tokenizer, cfg.cutoff_len, dtype
 
     def __call__(self, model) -> float:
@@ -31,6 +33,7 @@ class RougeProbe:
         from chatgentitle.titling.generator import TitleGenerator
 
         generator = TitleGenerator(model, self.tokenizer, self.template, self.cutoff_len)
+        generator.guide = self.related
         greedy = GenerationOptions(num_beams=1, consensus=0)
         model.eval()
         try:
