@@ -2,7 +2,7 @@
 paired on the same papers, by field, by how close the nearest paper is, and without any index.
 
 Run as: python benchmarks/related_eval.py --model runs/related [--sets val,val1000] [--dtype auto]
-        [--no-index 300] [--index PATH] [--out reports/related]
+        [--no-index 300] [--index PATH] [--out reports/related] [--limit N]
 
 Papers: data/related/{val,val1000}.jsonl (scripts/related_splits.py): the field-stratified validation set
 and the 1,000 recent validation papers, each with the 3 nearest papers of a training-papers-only index
@@ -92,6 +92,34 @@ def copying(papers, found: list[str]) -> tuple[float, float, float]:
             statistics.fmean(s.rougeL for s in authors))
 
 
+def report(name: str, papers: list[dict], default, guided, args) -> None:
+    """One set's titles from each system, compared."""
+    guided.guide = KnownNeighbours({p["abstract"]: [Neighbour(**n) for n in p["related"]] for p in papers})
+    a, a_time = decode(default, papers, args.out / f"{name}-default.jsonl", f"{name} default")
+    b, b_time = decode(guided, papers, args.out / f"{name}-related.jsonl", f"{name} related")
+    guided.guide = None
+    head = papers[: args.no_index]
+    c, c_time = decode(guided, head, args.out / f"{name}-related-no-index.jsonl", f"{name} no index")
+    near = [p["related"][0]["similarity"] if p["related"] else 0.0 for p in papers]
+    median = statistics.median(near)
+    fields = sorted({field_of(p["categories"]) for p in papers})
+    groups = ([(f, lambda i, f=f: field_of(papers[i]["categories"]) == f) for f in fields] if len(fields) > 1
+              else []) + [(f"near (nearest ≥ {median:.2f})", lambda i: near[i] >= median),
+                          (f"far (nearest < {median:.2f})", lambda i: near[i] < median),
+                          ("no neighbour", lambda i: not papers[i]["related"]), ("all", lambda i: True)]
+    headers = ["papers", "n", "ROUGE-L default", "ROUGE-L related", "paired difference [95%]"]
+    print(f"\n## {name}: related (neighbours in the prompt) against the default\n")
+    print(table(headers, compare(papers, a, b, groups)))
+    print(f"\n## {name}: related without an index against the default (first {len(head)})\n")
+    print(table(headers, compare(head, a[: len(head)], c, [("all", lambda i: True)])))
+    equal, ours, authors = copying(papers, b)
+    print(f"\ntitles equal to a neighbour's title: {equal:.1f}% (default {copying(papers, a)[0]:.1f}%); mean ROUGE-L "
+          f"with the nearest neighbour's title: related {ours:.1f}, default {copying(papers, a)[1]:.1f}, "
+          f"authors {authors:.1f}")
+    print(f"seconds per title (decoded now, batches of {BATCH}): default {a_time:.3f}, related {b_time:.3f}, "
+          f"no index {c_time:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path)
@@ -100,35 +128,14 @@ def main() -> None:
     parser.add_argument("--no-index", type=int, default=300, help="papers per set titled without neighbours")
     parser.add_argument("--index", type=Path, help="the index whose look-up time is reported [default path]")
     parser.add_argument("--out", type=Path, default=Path("reports/related"))
+    parser.add_argument("--limit", type=int, help="only the first N papers of each set")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     default = TitleGenerator.load(dtype=args.dtype)
     guided = TitleGenerator.load(args.model, dtype=args.dtype)
     for name in args.sets.split(","):
-        papers = read(Path("data/related") / f"{name}.jsonl")
-        guided.guide = KnownNeighbours({p["abstract"]: [Neighbour(**n) for n in p["related"]] for p in papers})
-        a, a_time = decode(default, papers, args.out / f"{name}-default.jsonl", f"{name} default")
-        b, b_time = decode(guided, papers, args.out / f"{name}-related.jsonl", f"{name} related")
-        guided.guide = None
-        head = papers[: args.no_index]
-        c, c_time = decode(guided, head, args.out / f"{name}-related-no-index.jsonl", f"{name} no index")
-        near = [p["related"][0]["similarity"] if p["related"] else 0.0 for p in papers]
-        median = statistics.median(near)
-        fields = sorted({field_of(p["categories"]) for p in papers})
-        groups = ([(f, lambda i, f=f: field_of(papers[i]["categories"]) == f) for f in fields] if len(fields) > 1
-                  else []) + [(f"near (nearest ≥ {median:.2f})", lambda i: near[i] >= median),
-                              (f"far (nearest < {median:.2f})", lambda i: near[i] < median),
-                              ("no neighbour", lambda i: not papers[i]["related"]), ("all", lambda i: True)]
-        headers = ["papers", "n", "ROUGE-L default", "ROUGE-L related", "paired difference [95%]"]
-        print(f"\n## {name}: related (neighbours in the prompt) against the default\n")
-        print(table(headers, compare(papers, a, b, groups)))
-        print(f"\n## {name}: related without an index against the default (first {len(head)})\n")
-        print(table(headers, compare(head, a[: len(head)], c, [("all", lambda i: True)])))
-        equal, ours, authors = copying(papers, b)
-        print(f"\ntitles equal to a neighbour's title: {equal:.1f}%; mean ROUGE-L with the nearest neighbour's "
-              f"title: related {ours:.1f}, default {copying(papers, a)[1]:.1f}, authors {authors:.1f}")
-        print(f"seconds per title (decoded now, batches of {BATCH}): default {a_time:.3f}, related {b_time:.3f}, "
-              f"no index {c_time:.3f}")
+        papers = read(Path("data/related") / f"{name}.jsonl")[: args.limit]
+        report(name, papers, default, guided, args)
     with PaperIndex(args.index) as index:
         seconds = []
         for paper in papers[:200]:
