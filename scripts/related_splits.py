@@ -2,7 +2,7 @@
 compact-related prompt (configs/smollm2-135m-related.yaml).
 
     python scripts/field_splits.py                 # data/fields/{val,mix}.jsonl (see its docstring)
-    python scripts/related_splits.py [--train 8000] # -> data/related/{index.db,mix,val,val1000,pick}.jsonl
+    python scripts/related_splits.py --out data/related  # index.db, {mix,val,val1000,pick}.jsonl
 
 The neighbours come from an index of training papers only: every paper of data/all/train.jsonl (the
 shared 300k) except the held-out ones (data/recent/val, data/recent/test, data/fields/val). For each paper:
@@ -67,12 +67,13 @@ def write(path: Path, rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("data"))
-    parser.add_argument("--train", type=int, default=8000, help="training rows: the first N of fields/mix.jsonl")
+    parser.add_argument("--out", type=Path, default=Path("data/related"))
+    parser.add_argument("--train", type=int, default=12_000, help="training rows: the first N of fields/mix.jsonl")
     args = parser.parse_args()
-    root, out = args.root, args.root / "related"
+    root, out = args.root, args.out
     out.mkdir(parents=True, exist_ok=True)
     held_out = {p["id"] for name in HELD_OUT for p in read(root / name)}
-    with PaperIndex(out / "index.db", create=True) as index:
+    with PaperIndex(out / "index.db", create=True) as index:  # a rerun reuses it
         if len(index) == 0:
             list(index.add(p for p in read_papers([root / "all/train.jsonl"]) if p.id not in held_out))
         indexed = {i for (i,) in index.db.execute("SELECT id FROM papers")}
