@@ -92,11 +92,19 @@ def copying(papers, found: list[str]) -> tuple[float, float, float]:
             statistics.fmean(s.rougeL for s in authors))
 
 
-def report(name: str, papers: list[dict], default, guided, args) -> None:
-    """One set's titles from each system, compared."""
+def refound(papers: list[dict], path: Path) -> list[dict]:
+    """The papers with their neighbours found again in another index (never the paper, never a later one)."""
+    with PaperIndex(path) as index:
+        return [p | {"related": [n.to_dict() for n in index.nearest(p["abstract"], 3, exclude=(p["id"],),
+                                                                     title=p["title"], before=p["update_date"])]}
+                for p in papers]
+
+
+def report(name: str, papers: list[dict], default, guided, args, neighbours: str = "") -> None:
+    """One set's titles from each system, compared (`neighbours`: which index found them, for file names)."""
     guided.guide = KnownNeighbours({p["abstract"]: [Neighbour(**n) for n in p["related"]] for p in papers})
     a, a_time = decode(default, papers, args.out / f"{name}-default.jsonl", f"{name} default")
-    b, b_time = decode(guided, papers, args.out / f"{name}-related.jsonl", f"{name} related")
+    b, b_time = decode(guided, papers, args.out / f"{name}{neighbours}-related.jsonl", f"{name}{neighbours} related")
     guided.guide = None
     head = papers[: args.no_index]
     c, c_time = decode(guided, head, args.out / f"{name}-related-no-index.jsonl", f"{name} no index")
@@ -108,7 +116,7 @@ def report(name: str, papers: list[dict], default, guided, args) -> None:
                           (f"far (nearest < {median:.2f})", lambda i: near[i] < median),
                           ("no neighbour", lambda i: not papers[i]["related"]), ("all", lambda i: True)]
     headers = ["papers", "n", "ROUGE-L default", "ROUGE-L related", "paired difference [95%]"]
-    print(f"\n## {name}: related (neighbours in the prompt) against the default\n")
+    print(f"\n## {name}{neighbours}: related (neighbours in the prompt) against the default\n")
     print(table(headers, compare(papers, a, b, groups)))
     print(f"\n## {name}: related without an index against the default (first {len(head)})\n")
     print(table(headers, compare(head, a[: len(head)], c, [("all", lambda i: True)])))
@@ -129,13 +137,17 @@ def main() -> None:
     parser.add_argument("--index", type=Path, help="the index whose look-up time is reported [default path]")
     parser.add_argument("--out", type=Path, default=Path("reports/related"))
     parser.add_argument("--limit", type=int, help="only the first N papers of each set")
+    parser.add_argument("--neighbours", type=Path, help="find each paper's neighbours in this index instead (e.g. a "
+                        "small one a package could ship), updated on or before it; titles go to OUT/SET-INDEX-*.jsonl")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     default = TitleGenerator.load(dtype=args.dtype)
     guided = TitleGenerator.load(args.model, dtype=args.dtype)
     for name in args.sets.split(","):
         papers = read(Path("data/related") / f"{name}.jsonl")[: args.limit]
-        report(name, papers, default, guided, args)
+        if args.neighbours:
+            papers = refound(papers, args.neighbours)
+        report(name, papers, default, guided, args, f"-{args.neighbours.stem}" if args.neighbours else "")
     with PaperIndex(args.index) as index:
         seconds = []
         for paper in papers[:200]:
