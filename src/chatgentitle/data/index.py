@@ -22,6 +22,7 @@ import warnings
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from chatgentitle.data.prompt import normalise_title
@@ -33,6 +34,8 @@ KIND = "fts5-bm25-tfidf/1"  # what an index file holds; another kind is refused,
 BATCH = 2000  # papers per transaction
 RARE_TERMS = 12  # query words: the abstract's rarest (common words cost the most and say the least)
 CANDIDATES = 50  # BM25's best, re-scored by TF-IDF cosine
+DATED_CANDIDATES = 4  # with a date limit, BM25 is asked for 4x as many (many of them are later papers)
+ANSWERS = 64  # recent answers kept: a model that reads neighbours asks again for its usage count and verdict
 MAX_RELATED = 20
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -107,6 +110,7 @@ class PaperIndex:
             raise PaperIndexError(f"{self.path} holds a {kind[0]} index, not {KIND}: build it again with "
                               "`chatgentitle index --out NEW_PATH`")
         self._count: int | None = None
+        self._answers = lru_cache(maxsize=ANSWERS)(self._nearest)  # emptied whenever papers are added
         counted = self.db.execute("SELECT value FROM meta WHERE key = 'df_papers'").fetchone()
         if counted is None or int(counted[0]) != len(self):  # a build cut short after its last refresh
             self._count_documents()
@@ -157,6 +161,7 @@ class PaperIndex:
                     self.db.execute("INSERT INTO papers_fts (rowid, title, abstract) VALUES (?,?,?)",
                                     (inserted.lastrowid, paper.title, paper.abstract))
         self._count = None
+        self._answers.cache_clear()
 
     def nearest(self, text: str, k: int = 5, exclude: Collection[str] = (), title: str | None = None,
                 before: str | None = None) -> list[Neighbour]:
@@ -167,14 +172,19 @@ class PaperIndex:
         if not 1 <= k <= MAX_RELATED:
             raise PaperIndexError(f"related papers: 1 to {MAX_RELATED}, not {k}")
         warn_if_not_english(text)
+        return list(self._answers(text, k, tuple(exclude), title, before))
+
+    def _nearest(self, text: str, k: int, exclude: tuple[str, ...], title: str | None, before: str | None
+                 ) -> list[Neighbour]:
         words = Counter(self._words(text))
         docs = self._document_counts(set(words))
         query = sorted(docs, key=lambda term: (docs[term], term))[:RARE_TERMS]  # the rarest words
         if not query:  # no indexed word in common: another language, or an empty index
             return []
+        wanted = CANDIDATES * (DATED_CANDIDATES if before else 1) + len(exclude) + 1
         best = [r for (r,) in self.db.execute(  # BM25 alone first: joining before the LIMIT costs ~10x
             "SELECT rowid FROM papers_fts WHERE papers_fts MATCH ? ORDER BY rank LIMIT ?",
-            (" OR ".join(f'"{term}"' for term in query), CANDIDATES * (1 + 3 * bool(before)) + len(exclude) + 1))]
+            (" OR ".join(f'"{term}"' for term in query), wanted))]
         rows = self.db.execute("SELECT id, title, categories, update_date, abstract FROM papers WHERE rowid IN "
                                f"({','.join('?' * len(best))})", best).fetchall()
         same, skip = " ".join(text.split()), normalise_title(title) if title else None
